@@ -1,0 +1,109 @@
+"""NAR generator used by ``fairseq-generate`` / ``fairseq-interactive`` through ``task.build_generator``.
+
+Single pass (the paper's setting): one source-only pass (length logits + per-layer K/V), then one
+target-only pass over ``[MASK] * L`` that reuses those K/V. Optional refinement:
+``mist`` feeds the output back as pseudo target (``[CLS] Y_p [SEP] X [SEP] [MASK]..``), and
+``mask-predict`` re-masks the least confident tokens (Ghazvininejad et al., linear schedule).
+Hypotheses are returned in Fairseq's format, so the usual H-/P-/D- lines come out.
+"""
+
+from typing import List
+
+import torch
+
+
+def dedup_consecutive(tokens: torch.Tensor, scores: torch.Tensor, pad: int):
+    """Removes consecutive repeats of a token (MIST's post-processing). tokens, scores: (B, T),
+    right-padded. Returns the same shapes, the kept tokens shifted left, pad/0 after them."""
+    keep = tokens.ne(pad)
+    keep[:, 1:] &= tokens[:, 1:].ne(tokens[:, :-1])
+    order = (~keep).to(torch.int8).argsort(dim=1, stable=True)  # kept positions first, in order
+    new_tokens = tokens.gather(1, order).masked_fill(~keep.gather(1, order), pad)
+    new_scores = scores.gather(1, order).masked_fill(~keep.gather(1, order), 0.0)
+    return new_tokens, new_scores
+
+
+class MistGenerator:
+    def __init__(self, tgt_dict, decode_iters: int = 1, strategy: str = "mist", length_beam: int = 1,
+                 min_length: int = 2, dedup: bool = True):
+        if decode_iters < 1:
+            raise ValueError(f"--mist-decode-iters must be >= 1, got {decode_iters}")
+        if length_beam < 1:
+            raise ValueError(f"--length-beam must be >= 1, got {length_beam}")
+        self.pad, self.eos, self.bos = tgt_dict.pad(), tgt_dict.eos(), tgt_dict.bos()
+        self.mask = tgt_dict.mask()
+        self.decode_iters, self.strategy = decode_iters, strategy
+        self.length_beam, self.min_length, self.dedup = length_beam, min_length, dedup
+        # never produced inside a target; [SEP] only in the final slot
+        self.banned = [self.pad, self.bos, self.mask]
+
+    def _predict(self, model, state, tgt):
+        """One target pass. tgt (B, T) -> (tokens (B, T), log-probs (B, T)); the last real slot is
+        [SEP], the rest avoid special tokens."""
+        lprobs = model.decode_target(state, tgt).float().log_softmax(-1)
+        lprobs[..., self.banned] = float("-inf")
+        real = tgt.ne(self.pad)
+        last = real & ~torch.cat([real[:, 1:], real.new_zeros(real.size(0), 1)], 1)
+        eos_lp = lprobs[..., self.eos].clone()
+        lprobs[..., self.eos] = float("-inf")
+        scores, tokens = lprobs.max(-1)
+        tokens = torch.where(last, torch.full_like(tokens, self.eos), tokens)
+        scores = torch.where(last, eos_lp, scores)
+        return tokens.masked_fill(~real, self.pad), scores.masked_fill(~real, 0.0)
+
+    def predict_lengths(self, model, state) -> torch.Tensor:
+        """(B,) source state -> (B, k) the k most likely lengths in [min_length, max_target_positions]."""
+        logits = model.length_logits(state).float()
+        logits[:, : self.min_length] = float("-inf")
+        k = min(self.length_beam, logits.size(1) - self.min_length)
+        return logits.topk(k, dim=-1).indices
+
+    @torch.no_grad()
+    def generate(self, models, sample, prefix_tokens=None, constraints=None, **unused) -> List[List[dict]]:
+        if len(models) != 1:
+            raise ValueError("mist_nar generation does not ensemble models; pass one --path")
+        if prefix_tokens is not None or constraints is not None:
+            raise ValueError("mist_nar generation supports neither --prefix-size nor constraints")
+        model = models[0]
+        src = sample["net_input"]["src_tokens"]
+        bsz = src.size(0)
+        state = model.encode_source(src)
+        lengths = self.predict_lengths(model, state)  # (B, k)
+        k = lengths.size(1)
+        if k > 1:
+            order = torch.arange(bsz, device=src.device).repeat_interleave(k)
+            state = state.index_select(order)
+            src = src.index_select(0, order)
+        tgt = model.masked_target(lengths.reshape(-1))
+        tokens, scores = self._predict(model, state, tgt)
+        real = tgt.ne(self.pad)
+        n_real = real.sum(1)
+        for it in range(1, self.decode_iters):
+            if self.strategy == "mist":
+                mixed = model.encode_source(model.mix_source(tokens, src))
+                tokens, scores = self._predict(model, mixed, tgt)
+            else:  # mask-predict: re-mask the n least confident, n = L * (N - it) / N
+                n_mask = (n_real.float() * (self.decode_iters - it) / self.decode_iters).long()
+                rank = scores.masked_fill(~real, float("inf")).argsort(1).argsort(1)
+                remask = (rank < n_mask.unsqueeze(1)) & real
+                new_tokens, new_scores = self._predict(model, state, tokens.masked_fill(remask, self.mask))
+                tokens = torch.where(remask, new_tokens, tokens)
+                scores = torch.where(remask, new_scores, scores)
+        mean = scores.sum(1) / n_real.to(scores.dtype)
+        if k > 1:  # best mean log-prob among each source's k lengths
+            best = mean.view(bsz, k).argmax(1) + torch.arange(bsz, device=src.device) * k
+            tokens, scores, mean = tokens[best], scores[best], mean[best]
+        if self.dedup:
+            tokens, scores = dedup_consecutive(tokens, scores, self.pad)
+        hypos = []
+        for i in range(bsz):
+            keep = tokens[i].ne(self.pad)
+            hypos.append([{
+                "tokens": tokens[i][keep],
+                "positional_scores": scores[i][keep],
+                "score": mean[i],
+                "alignment": None,
+                "attention": None,
+                "steps": self.decode_iters,
+            }])
+        return hypos

