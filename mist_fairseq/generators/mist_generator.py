@@ -25,7 +25,9 @@ def dedup_consecutive(tokens: torch.Tensor, scores: torch.Tensor, pad: int):
 
 class MistGenerator:
     def __init__(self, tgt_dict, decode_iters: int = 1, strategy: str = "mist", length_beam: int = 1,
-                 min_length: int = 2, dedup: bool = True):
+                 min_length: int = 2, dedup: bool = True, use_cache: bool = True):
+        """use_cache=False recomputes the source inside every target pass (one full
+        ``[CLS] X [SEP] Y`` forward), for the benchmark's with/without-cache comparison."""
         if decode_iters < 1:
             raise ValueError(f"--mist-decode-iters must be >= 1, got {decode_iters}")
         if length_beam < 1:
@@ -34,13 +36,18 @@ class MistGenerator:
         self.mask = tgt_dict.mask()
         self.decode_iters, self.strategy = decode_iters, strategy
         self.length_beam, self.min_length, self.dedup = length_beam, min_length, dedup
+        self.use_cache = use_cache
         # never produced inside a target; [SEP] only in the final slot
         self.banned = [self.pad, self.bos, self.mask]
 
-    def _predict(self, model, state, tgt):
+    def _predict(self, model, state, tgt, src):
         """One target pass. tgt (B, T) -> (tokens (B, T), log-probs (B, T)); the last real slot is
-        [SEP], the rest avoid special tokens."""
-        lprobs = model.decode_target(state, tgt).float().log_softmax(-1)
+        [SEP], the rest avoid special tokens. src (B, S): the source ``state`` was computed from."""
+        if self.use_cache:
+            logits = model.decode_target(state, tgt)
+        else:
+            logits = model.mlm_head(model.encoder.forward_full(model.add_cls(src), tgt)[:, -tgt.size(1):])
+        lprobs = logits.float().log_softmax(-1)
         lprobs[..., self.banned] = float("-inf")
         real = tgt.ne(self.pad)
         last = real & ~torch.cat([real[:, 1:], real.new_zeros(real.size(0), 1)], 1)
@@ -75,18 +82,19 @@ class MistGenerator:
             state = state.index_select(order)
             src = src.index_select(0, order)
         tgt = model.masked_target(lengths.reshape(-1))
-        tokens, scores = self._predict(model, state, tgt)
+        tokens, scores = self._predict(model, state, tgt, src)
         real = tgt.ne(self.pad)
         n_real = real.sum(1)
         for it in range(1, self.decode_iters):
             if self.strategy == "mist":
-                mixed = model.encode_source(model.mix_source(tokens, src))
-                tokens, scores = self._predict(model, mixed, tgt)
+                mixed_src = model.mix_source(tokens, src)
+                mixed = model.encode_source(mixed_src) if self.use_cache else None
+                tokens, scores = self._predict(model, mixed, tgt, mixed_src)
             else:  # mask-predict: re-mask the n least confident, n = L * (N - it) / N
                 n_mask = (n_real.float() * (self.decode_iters - it) / self.decode_iters).long()
                 rank = scores.masked_fill(~real, float("inf")).argsort(1).argsort(1)
                 remask = (rank < n_mask.unsqueeze(1)) & real
-                new_tokens, new_scores = self._predict(model, state, tokens.masked_fill(remask, self.mask))
+                new_tokens, new_scores = self._predict(model, state, tokens.masked_fill(remask, self.mask), src)
                 tokens = torch.where(remask, new_tokens, tokens)
                 scores = torch.where(remask, new_scores, scores)
         mean = scores.sum(1) / n_real.to(scores.dtype)

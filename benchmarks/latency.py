@@ -1,0 +1,359 @@
+"""Decoding latency of MIST vs Fairseq's own AR transformer, NAT, CMLM and LevT, plus training
+throughput of a MIST step vs a no-mix step vs glancing off. All figures come from one run on one
+machine; speedups are computed pair by pair (same batch, same run).
+
+    python benchmarks/latency.py --data DATA_DIR [--n 200] [--batch-sizes 1 16] [--threads 2]
+    python benchmarks/latency.py --quick            # tiny check that the script works (tests run it)
+
+DATA_DIR is a ``python -m mist_fairseq.prepare`` output folder (its ``bin/`` test split is used;
+default: the shipped quora_small, prepared on the fly into a temp folder).
+
+Method: the same N test sources go through every system; a warm-up round first; torch threads
+fixed; systems interleaved batch by batch (A B C A B C ...) so that machine drift hits all alike.
+Baseline weights are untrained unless checkpoints are given, so **every system's output length is
+pinned to the reference length** (AR: min = max length; NAR: the length prediction is replaced),
+and the timing compares decoding algorithms, not random length guesses. LevT's insertions and
+deletions cannot be pinned: its row reports the length it actually produced.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from argparse import Namespace
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import mist_fairseq  # noqa: E402,F401  (registers task/model/criterion)
+from fairseq import options, tasks  # noqa: E402
+from fairseq.data import Dictionary  # noqa: E402
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf  # noqa: E402
+from fairseq.sequence_generator import SequenceGenerator  # noqa: E402
+from fairseq.iterative_refinement_generator import IterativeRefinementGenerator  # noqa: E402
+
+from mist_fairseq.generators.mist_generator import MistGenerator  # noqa: E402
+
+
+def build(argv):
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, argv)
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model).eval()
+    return task, model
+
+
+def baseline_dir(mist_bin, tmp):
+    """A data folder whose dict files Fairseq's standard Dictionary reads: BERT's tokens after
+    Fairseq's 4 specials, so a BERT id i is id i + 4 there."""
+    d = os.path.join(tmp, "fairseq_dict")
+    os.makedirs(d, exist_ok=True)
+    for lang in ("src", "tgt"):
+        with open(os.path.join(mist_bin, f"dict.{lang}.txt")) as f, open(os.path.join(d, f"dict.{lang}.txt"), "w") as g:
+            g.write(f.read())
+    return d
+
+
+class System:
+    """name, prepare(batch) -> callable, tokens_out(result) -> produced target lengths"""
+
+    def __init__(self, name, fn):
+        self.name, self.fn = name, fn
+        self.ms = {}  # batch size -> list of per-sentence ms
+        self.out_len = {}
+
+
+def make_systems(args, tmp):
+    mist_argv = [args.bin, "--task", "mist_nar", "--arch", args.mist_arch, "--criterion", "mist"]
+    if args.quick:
+        mist_argv += ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
+                      "--encoder-attention-heads", "4"]
+    elif args.pretrained:
+        mist_argv += ["--pretrained-encoder", args.pretrained]
+    mtask, mist = build(mist_argv)
+    if args.mist_checkpoint:
+        state = torch.load(args.mist_checkpoint, map_location="cpu", weights_only=True)
+        mist.load_state_dict(state["model"])
+    d = mtask.target_dictionary
+
+    def pinned(gen):
+        def fn(sample, gold_len):
+            gen.predict_lengths = lambda model, state: gold_len.view(-1, 1)
+            return gen.generate([mist], sample)
+        return fn
+
+    def floor(sample, gold_len):
+        src = sample["net_input"]["src_tokens"]
+        h = mist.encoder.forward_full(mist.add_cls(src), mist.masked_target(gold_len))
+        return mist.mlm_head(h[:, -int(gold_len.max()):])
+
+    systems = [
+        System("MIST single pass", pinned(MistGenerator(d))),
+        System("MIST single pass, no K/V cache", pinned(MistGenerator(d, use_cache=False))),
+        System("MIST 3 iterations", pinned(MistGenerator(d, decode_iters=3))),
+        System("Mask-Predict 3 iterations (MIST model)", pinned(MistGenerator(d, decode_iters=3, strategy="mask-predict"))),
+        System("floor: one bare forward", floor),
+    ]
+
+    bdir = baseline_dir(args.bin, tmp)
+    size = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
+            "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128"] if args.quick else []
+    common = [bdir, "--source-lang", "src", "--target-lang", "tgt", "--share-all-embeddings"] + size
+
+    def to_fairseq(sample, fdict):
+        src = sample["net_input"]["src_tokens"]
+        pad = d.pad()
+        ids = torch.where(src.eq(d.eos()), torch.full_like(src, fdict.eos()), src + fdict.nspecial)
+        ids = ids.masked_fill(src.eq(pad), fdict.pad())
+        return {"net_input": {"src_tokens": ids, "src_lengths": src.ne(pad).sum(1)}, "id": sample["id"]}
+
+    atask, ar = build(common + ["--task", "translation", "--arch", "transformer"])
+    fdict = atask.target_dictionary
+
+    def ar_fn(beam):
+        def fn(sample, gold_len):
+            L = int(gold_len.max()) - 1  # + the EOS step = the reference length (which counts [SEP])
+            gen = SequenceGenerator([ar], fdict, beam_size=beam, len_penalty=1.0, max_len_a=0, max_len_b=L, min_len=L)
+            return gen.generate([ar], to_fairseq(sample, fdict))
+        return fn
+
+    systems.insert(0, System("AR transformer, beam 4", ar_fn(4)))
+    systems.insert(1, System("AR transformer, greedy", ar_fn(1)))
+
+    def nar(arch, max_iter, adaptive, extra=()):
+        ntask, model = build(common + ["--task", "translation_lev", "--arch", arch, "--criterion", "nat_loss",
+                                       "--noise", "full_mask", *extra])
+        gen = IterativeRefinementGenerator(ntask.target_dictionary, max_iter=max_iter, adaptive=adaptive, beam_size=1)
+        pin = {}
+        if hasattr(model.decoder, "forward_length_prediction"):
+            orig = model.decoder.forward_length_prediction
+
+            def fixed(length_out, encoder_out, tgt_tokens=None):
+                orig(length_out, encoder_out, tgt_tokens)
+                return pin["len"]
+
+            model.decoder.forward_length_prediction = fixed
+
+        def fn(sample, gold_len):
+            pin["len"] = gold_len + 1  # Fairseq NAR targets hold <s> ... </s>; ours end in [SEP]
+            return gen.generate([model], to_fairseq(sample, ntask.target_dictionary))
+        return fn
+
+    systems.append(System("NAT (single pass)", nar("nonautoregressive_transformer", 0, False,
+                                                   ["--pred-length-offset", "--length-loss-factor", "0.1"])))
+    systems.append(System("CMLM, 10 iterations", nar("cmlm_transformer", 9, False)))
+    systems.append(System("LevT (up to 10 iterations, length not pinned)", nar("levenshtein_transformer", 9, True)))
+    return mtask, systems
+
+
+def produced_length(result):
+    if isinstance(result, torch.Tensor):
+        return None
+    return float(np.mean([len(h[0]["tokens"]) for h in result]))
+
+
+def time_decoding(mtask, systems, args):
+    ds = mtask.dataset("test")
+    n = min(args.n, len(ds))
+    rows = {}
+    for bs in args.batch_sizes:
+        batches = []
+        for i in range(0, n, bs):
+            sample = ds.collater([ds[j] for j in range(i, min(i + bs, n))])
+            gold_len = sample["target"].ne(mtask.target_dictionary.pad()).sum(1)
+            batches.append((sample, gold_len))
+        with torch.no_grad():
+            for sample, gold in batches[: args.warmup]:  # warm-up, untimed
+                for s in systems:
+                    s.fn(sample, gold)
+            for sample, gold in batches:
+                for s in systems:  # interleaved: A B C A B C ...
+                    t = time.perf_counter()
+                    out = s.fn(sample, gold)
+                    dt = time.perf_counter() - t
+                    s.ms.setdefault(bs, []).append(1000.0 * dt / len(gold))
+                    L = produced_length(out)
+                    if L is not None:
+                        s.out_len.setdefault(bs, []).append(L)
+        ref = systems[0].ms[bs]  # AR beam 4
+        for s in systems:
+            ratios = [a / b for a, b in zip(ref, s.ms[bs])]
+            rows.setdefault(s.name, {})[bs] = {
+                "median_ms": statistics.median(s.ms[bs]),
+                "p25_ms": float(np.percentile(s.ms[bs], 25)),
+                "p75_ms": float(np.percentile(s.ms[bs], 75)),
+                "speedup_vs_ar_beam4": statistics.median(ratios),
+                "out_len": statistics.mean(s.out_len[bs]) if s.out_len.get(bs) else None,
+            }
+    return rows, n
+
+
+def time_training(mtask, args):
+    """Target tokens/s of one update (forward + backward + Adam step) for three criterion settings
+    on the same model and batch, interleaved."""
+    from mist_fairseq.criterions.mist import MistCriterion
+
+    argv = [args.bin, "--task", "mist_nar", "--arch", args.mist_arch, "--criterion", "mist"]
+    if args.quick:
+        argv += ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
+                 "--encoder-attention-heads", "4"]
+    elif args.pretrained:
+        argv += ["--pretrained-encoder", args.pretrained]
+    task, model = build(argv)
+    task.load_dataset("train")
+    ds = task.dataset("train")
+    sample = ds.collater([ds[i] for i in range(min(args.train_batch, len(ds)))])
+    ntok = int(sample["target"].ne(task.target_dictionary.pad()).sum())
+    base = dict(label_smoothing=0.1, length_loss_factor=0.1, mist_loss_factor=1.0, glat_ratio_end=None,
+                glat_anneal_updates=0, glat_hamming="first")
+    settings = {
+        "MIST (dynamic mixing, glancing 0.5)": MistCriterion(task, mix_mode="dynamic", glat_ratio=0.5, **base),
+        "no mixing (glancing 0.5)": MistCriterion(task, mix_mode="none", glat_ratio=0.5, **base),
+        "MIST, glancing off": MistCriterion(task, mix_mode="dynamic", glat_ratio=0.0, **base),
+        "no mixing, glancing off": MistCriterion(task, mix_mode="none", glat_ratio=0.0, **base),
+    }
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    model.train()
+    times = {k: [] for k in settings}
+    for rep in range(args.train_reps + 1):
+        for name, crit in settings.items():
+            t = time.perf_counter()
+            loss, _, _ = crit(model, sample)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if rep > 0:  # the first round warms up
+                times[name].append(time.perf_counter() - t)
+    return {k: {"sec_per_step": statistics.median(v), "tgt_tokens_per_s": ntok / statistics.median(v)}
+            for k, v in times.items()}, ntok, sample["target"].size(0)
+
+
+def write_report(rows, train, n, args, ntok, nsent, wall):
+    lines = [
+        "# Benchmark: decoding latency and training throughput",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} CPU cores "
+        f"({platform_line()}), torch {torch.__version__}, {args.threads} threads, one run ({wall:.0f} s).",
+        "",
+        f"Command: `python benchmarks/latency.py {' '.join(args.argv)}`",
+        "",
+        f"{n} test sources of `{args.data}`; milliseconds per sentence (median, [p25, p75] over batches); "
+        "speedup = AR beam-4 ms / system ms, median over the same batches. Output lengths pinned to the reference "
+        "(see the script's docstring); MIST weights: "
+        + (args.mist_checkpoint or (f"{args.pretrained} + fresh heads" if args.pretrained and not args.quick else "random"))
+        + "; baselines: untrained, Fairseq default (base) sizes.",
+        "",
+    ]
+    for bs in args.batch_sizes:
+        lines += [f"## Batch size {bs}", "", "| system | ms/sentence | [p25, p75] | speedup vs AR beam 4 | output tokens (MIST: after dedup) |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, r in rows.items():
+            x = r[bs]
+            out = f"{x['out_len']:.1f}" if x["out_len"] is not None else "-"
+            lines.append(f"| {name} | {x['median_ms']:.2f} | [{x['p25_ms']:.2f}, {x['p75_ms']:.2f}] | "
+                         f"{x['speedup_vs_ar_beam4']:.1f}x | {out} |")
+        lines.append("")
+    if train:
+        lines += [f"## Training step ({nsent} sentences, {ntok} target tokens, forward + backward + Adam)", "",
+                  "| setting | s/step | target tokens/s | cost vs no mixing |", "|---|---:|---:|---:|"]
+        ref = train["no mixing (glancing 0.5)"]["sec_per_step"]
+        for name, t in train.items():
+            lines.append(f"| {name} | {t['sec_per_step']:.3f} | {t['tgt_tokens_per_s']:.0f} | {t['sec_per_step'] / ref:.2f}x |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def platform_line():
+    try:
+        for ln in open("/proc/cpuinfo"):
+            if ln.startswith("model name"):
+                return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def chart(rows, args, path):
+    import logging
+
+    import matplotlib
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font search logs at DEBUG
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    fig, axes = plt.subplots(1, len(args.batch_sizes), figsize=(6 * len(args.batch_sizes), 0.45 * len(names) + 1.5))
+    axes = np.atleast_1d(axes)
+    for ax, bs in zip(axes, args.batch_sizes):
+        vals = [rows[n][bs]["median_ms"] for n in names]
+        ax.barh(range(len(names)), vals, color=["#888" if n.startswith(("AR", "NAT", "CMLM", "LevT")) else "#2a7" for n in names])
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names if ax is axes[0] else [""] * len(names), fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("ms / sentence (log)")
+        ax.set_title(f"batch {bs}")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="prepare output folder (default: shipped quora_small, prepared into a temp dir)")
+    p.add_argument("--n", type=int, default=200, help="test sources to decode")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--threads", type=int, default=2, help="torch threads (fixed for all systems)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up batches")
+    p.add_argument("--mist-arch", default="mist_minilm_l6")
+    p.add_argument("--pretrained", default="minilm", help="MIST weights: --pretrained-encoder value ('' = random)")
+    p.add_argument("--mist-checkpoint", help="trained mist_nar checkpoint (weights only are used)")
+    p.add_argument("--train-batch", type=int, default=32, help="sentences in the timed training step")
+    p.add_argument("--train-reps", type=int, default=3, help="timed training steps per setting")
+    p.add_argument("--no-train", action="store_true", help="skip the training-throughput part")
+    p.add_argument("--out", default=os.path.join(REPO, "docs"), help="where BENCHMARK.md/.json/.png go")
+    p.add_argument("--quick", action="store_true", help="tiny models, few sentences: checks that it runs")
+    args = p.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    if args.quick:
+        args.n, args.batch_sizes, args.warmup, args.train_batch, args.train_reps = 6, [1, 4], 1, 4, 1
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(1)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.data is None:
+            args.data = os.path.join(tmp, "quora_small")
+            res = os.path.join(REPO, "mist_fairseq", "resources", "quora_small")
+            subprocess.run([sys.executable, "-m", "mist_fairseq.prepare", "parallel", "--out", args.data]
+                           + [a for s in ("train", "test") for side in ("src", "tgt")
+                              for a in (f"--{s}-{side}", os.path.join(res, f"{s}.{side}"))],
+                           check=True, capture_output=True)
+        args.bin = os.path.join(args.data, "bin")
+        mtask, systems = make_systems(args, tmp)
+        mtask.load_dataset("test")
+        rows, n = time_decoding(mtask, systems, args)
+        train, ntok, nsent = (None, 0, 0) if args.no_train else time_training(mtask, args)
+    report = write_report(rows, train, n, args, ntok, nsent, time.time() - t0)
+    print(report)
+    os.makedirs(args.out, exist_ok=True)
+    name = "BENCHMARK_quick" if args.quick else "BENCHMARK"
+    for ext, content in ((".md", report), (".json", json.dumps({"decoding": rows, "training": train}, indent=2))):
+        tmpf = os.path.join(args.out, name + ext + ".tmp")
+        with open(tmpf, "w") as f:
+            f.write(content + "\n")
+        os.replace(tmpf, os.path.join(args.out, name + ext))
+    chart(rows, args, os.path.join(args.out, name + ".png"))
+
+
+if __name__ == "__main__":
+    main()
