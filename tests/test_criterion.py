@@ -131,7 +131,7 @@ def test_mixed_hamming_runs_one_more_prediction(tiny_model, small_dict):
     assert first == 1 and len(calls) - first == 2
 
 
-@pytest.mark.parametrize("mix_mode,steps", [("none", 300), ("dynamic", 700)])
+@pytest.mark.parametrize("mix_mode,steps", [("none", 500), ("dynamic", 700)])
 def test_learns_reverse_task(small_dict, mix_mode, steps):
     """A few hundred updates on a toy reversal drive the loss down and decoding above 90%.
 
