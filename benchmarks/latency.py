@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from argparse import Namespace
 
 import numpy as np
 import torch
@@ -34,7 +33,6 @@ sys.path.insert(0, REPO)
 
 import mist_fairseq  # noqa: E402,F401  (registers task/model/criterion)
 from fairseq import options, tasks  # noqa: E402
-from fairseq.data import Dictionary  # noqa: E402
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf  # noqa: E402
 from fairseq.sequence_generator import SequenceGenerator  # noqa: E402
 from fairseq.iterative_refinement_generator import IterativeRefinementGenerator  # noqa: E402

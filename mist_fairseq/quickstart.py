@@ -65,7 +65,7 @@ def main(argv=None):
                    help="where data, checkpoints and outputs go (outside the repo)")
     p.add_argument("--max-update", type=int, default=200, help="training updates")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per update")
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
     args = p.parse_args(argv)
 
     t0 = time.time()

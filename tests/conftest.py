@@ -59,3 +59,27 @@ def run_cli(args, cwd=None, check=True, env=None):
 
 def python_cli(module, *args, **kw):
     return run_cli([sys.executable, "-m", module, *args], **kw)
+
+
+N_TEST = 21  # not a multiple of 8: Fairseq's default batch multiple would lose sentences
+
+
+def head(path, n, out):
+    with open(path, encoding="utf-8") as f:
+        lines = [next(f) for _ in range(n)]
+    with open(out, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("data")
+    args = []
+    for split, n in (("train", 64), ("valid", 16), ("test", N_TEST)):
+        for side in ("src", "tgt"):
+            args += [f"--{split}-{side}", head(os.path.join(QUORA_SMALL, f"{split}.{side}"), n, tmp / f"{split}.{side}")]
+    python_cli("mist_fairseq.prepare", "parallel", *args, "--out", str(tmp / "prep"))
+    return tmp / "prep"
+
+

@@ -6,28 +6,8 @@ import re
 
 import pytest
 
-from conftest import QUORA_SMALL, USER_DIR, python_cli, run_cli
-
-N_TEST = 21  # not a multiple of 8: Fairseq's default batch multiple would lose sentences
-
-
-def head(path, n, out):
-    with open(path, encoding="utf-8") as f:
-        lines = [next(f) for _ in range(n)]
-    with open(out, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    return str(out)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("data")
-    args = []
-    for split, n in (("train", 64), ("valid", 16), ("test", N_TEST)):
-        for side in ("src", "tgt"):
-            args += [f"--{split}-{side}", head(os.path.join(QUORA_SMALL, f"{split}.{side}"), n, tmp / f"{split}.{side}")]
-    python_cli("mist_fairseq.prepare", "parallel", *args, "--out", str(tmp / "prep"))
-    return tmp / "prep"
+import mist_fairseq  # noqa: F401  (allow-lists the classes of Fairseq checkpoints for torch.load)
+from conftest import N_TEST, USER_DIR, python_cli, run_cli
 
 
 def train(data_bin, save_dir, *extra, arch="mist_tiny", updates=4):
@@ -74,12 +54,40 @@ def test_train_generate_every_sentence(data, tmp_path):
     assert len(detok) == N_TEST and not any("##" in d for d in detok)
 
 
-def test_resume_continues_the_update_count(data, tmp_path):
-    train(data / "bin", tmp_path / "ck", updates=3)
-    out = train(data / "bin", tmp_path / "ck", updates=6)
+def test_kill_and_resume_continues_the_update_count(data, tmp_path):
+    """A training process killed mid-run resumes from checkpoint_last.pt with its update count."""
+    import signal
+    import subprocess
+    import time
+
+    import torch
+
+    ck = tmp_path / "ck"
+    cmd = ["fairseq-train", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar", "--arch", "mist_tiny",
+           "--criterion", "mist", "--optimizer", "adam", "--lr", "5e-4", "--batch-size", "8", "--max-update", "1000",
+           "--save-dir", str(ck), "--no-epoch-checkpoints", "--save-interval-updates", "2", "--disable-validation",
+           "--num-workers", "0", "--seed", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = ck / "checkpoint_last.pt"
+    saved = 0
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and saved < 4:
+            time.sleep(1)
+            if last.exists():
+                try:
+                    saved = torch.load(last, map_location="cpu", weights_only=True)["optimizer_history"][-1]["num_updates"]
+                except Exception:  # being written; a checkpoint is saved to a temp file then moved
+                    pass
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert saved >= 4, "no checkpoint after 4 updates"
+    saved = torch.load(last, map_location="cpu", weights_only=True)["optimizer_history"][-1]["num_updates"]
+    out = train(data / "bin", ck, "--disable-validation", updates=saved + 3)
     log = out.stdout + out.stderr
-    assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ 3 updates\)", log)
-    assert re.search(r"num_updates[ =:|]+6\b", log)
+    assert re.search(rf"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ {saved} updates\)", log)
+    assert re.search(rf"num_updates[ =:|]+{saved + 3}\b", log)
 
 
 def test_iterative_decoding_and_options(data, tmp_path):
@@ -163,3 +171,16 @@ def test_vocab_mismatch_is_a_clear_error(tmp_path):
                   check=False)
     assert bad.returncode != 0
     assert "differs from the data dictionary" in bad.stderr and "--srcdict" in bad.stderr
+
+
+def test_long_examples_are_truncated_and_counted_not_dropped(data, tmp_path):
+    out = train(data / "bin", tmp_path / "ck", "--max-source-positions", "10", "--max-target-positions", "6",
+                "--left-pad-source", updates=2)
+    log = out.stdout + out.stderr
+    assert re.search(r"train: \d+ of 64 sources longer than 9 tokens were truncated \(kept, not dropped\)", log)
+    assert re.search(r"train: \d+ of 64 targets longer than 6 tokens were truncated", log)
+    gen = generate(data / "bin", tmp_path / "ck" / "checkpoint_last.pt", "--max-source-positions", "10",
+                   "--max-target-positions", "6")
+    hyps = hypotheses(gen.stdout)
+    assert sorted(hyps) == list(range(N_TEST))
+    assert all(len(h.split()) <= 5 for h in hyps.values())  # + [SEP] = the 6 the length head allows

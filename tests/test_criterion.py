@@ -167,3 +167,24 @@ def test_learns_reverse_task(small_dict, mix_mode, steps):
         correct += int((out[:n] == ref[:n]).sum())
         total += len(ref)
     assert correct / total > 0.9, correct / total
+
+
+def test_loss_factors_weight_the_terms(tiny_model, small_dict):
+    src, tgt = toy_batch(small_dict)
+    tiny_model.eval()  # no dropout, glancing off in eval: the same passes for both settings
+    torch.manual_seed(0)
+    l1, _, log1 = make_criterion(small_dict, length_loss_factor=0.1, mist_loss_factor=1.0)(tiny_model, make_sample(src, tgt))
+    torch.manual_seed(0)
+    l2, _, log2 = make_criterion(small_dict, length_loss_factor=0.5, mist_loss_factor=0.25)(tiny_model, make_sample(src, tgt))
+    assert log1["mist-loss"] == pytest.approx(log2["mist-loss"]) and log1["length-loss"] == pytest.approx(log2["length-loss"])
+    expect = log2["word_ins-loss"] + 0.5 * log2["length-loss"] + 0.25 * log2["mist-loss"]
+    assert l2.item() == pytest.approx(expect, rel=1e-4) and l1.item() != pytest.approx(l2.item())
+
+
+def test_label_smoothing_changes_the_token_loss(tiny_model, small_dict):
+    src, tgt = toy_batch(small_dict)
+    tiny_model.eval()
+    _, _, plain = make_criterion(small_dict, label_smoothing=0.0)(tiny_model, make_sample(src, tgt))
+    _, _, smooth = make_criterion(small_dict, label_smoothing=0.1)(tiny_model, make_sample(src, tgt))
+    assert plain["nll_loss"] == pytest.approx(smooth["nll_loss"])  # same NLL, different objective
+    assert plain["word_ins-loss"] != pytest.approx(smooth["word_ins-loss"])

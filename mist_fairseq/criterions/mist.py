@@ -9,12 +9,11 @@ The losses are returned as Fairseq's NAT named-loss dict (``word_ins``, ``length
 the summing/logging is the parent ``nat_loss`` criterion's own.
 """
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from fairseq import metrics, utils
+from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.criterions.nat_loss import (
     LabelSmoothedDualImitationCriterion,

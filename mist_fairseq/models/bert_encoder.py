@@ -7,7 +7,7 @@ Shapes: B batch, S source block width ([CLS] included), T target block width, H 
 h heads, d = H / h head size, V vocabulary size.
 """
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -152,9 +152,7 @@ class MistNARModel(BaseFairseqModel):
         sep = src_tokens.new_full((src_tokens.size(0), 1), self.eos)
         mixed = torch.cat([y, sep, src_tokens], 1)
         budget = self.cfg.max_positions - 1 - self.max_target_positions  # tokens after [CLS]
-        keep = mixed.ne(self.pad)
-        count = keep.long().cumsum(1)
-        if (count[:, -1] > budget).any():
+        if (mixed.ne(self.pad).sum(1) > budget).any():
             src_real = src_tokens.ne(self.pad)
             allowed = (budget - real.sum(1) - 1).clamp(min=1).unsqueeze(1)  # X tokens kept, [SEP] included
             src_count = src_real.long().cumsum(1)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Fairseq's own baselines on the same data and vocabulary as MIST: AR transformer (beam 4, lenpen 1.0),
+# NAT (single pass), CMLM (10 iterations), LevT. Each is scored by mist_fairseq.score, like MIST.
+#   DATA: a `python -m mist_fairseq.prepare ...` output folder (uses its tok/ WordPieces)
+#   SYSTEMS: which to run; SIZE=base (Fairseq's defaults: 6+6 layers, 512), small (CPU: 3+3, 256) or
+#   tiny (tests only)
+set -euo pipefail
+DATA=${DATA:-$HOME/mist_runs/data/quora}
+TASK=${TASK:-quora}                            # scorer task: quora | squad-qg | xsum
+RUNS=${RUNS:-$HOME/mist_runs/baselines_$(basename "$DATA")}
+SYSTEMS=${SYSTEMS:-"ar nat cmlm levt"}
+SIZE=${SIZE:-small}
+UPDATES=${UPDATES:-20000}
+MAX_TOKENS=${MAX_TOKENS:-4096}
+LR=${LR:-5e-4}
+SCORE_ARGS=${SCORE_ARGS:-}                     # e.g. --no-meteor
+
+FDATA="$RUNS/bin"                              # the same WordPieces, Fairseq's standard dictionary
+if [ ! -e "$FDATA/test.src-tgt.tgt.bin" ]; then
+  # dict.src.txt of the MIST data lists BERT's vocabulary in order: Fairseq's Dictionary adds its own
+  # 4 specials in front, so every system sees the same token inventory
+  fairseq-preprocess --source-lang src --target-lang tgt --trainpref "$DATA/tok/train" \
+    --validpref "$DATA/tok/valid" --testpref "$DATA/tok/test" --srcdict "$DATA/bin/dict.src.txt" \
+    --joined-dictionary --destdir "$FDATA" --workers 2
+fi
+if [ "$SIZE" = small ]; then
+  SIZE_ARGS="--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256
+             --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4"
+elif [ "$SIZE" = tiny ]; then
+  SIZE_ARGS="--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32
+             --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2 --decoder-attention-heads 2"
+else
+  SIZE_ARGS=""
+fi
+COMMON="--share-all-embeddings --optimizer adam --adam-betas (0.9,0.98) --lr $LR --lr-scheduler inverse_sqrt
+        --warmup-updates 1000 --warmup-init-lr 1e-07 --dropout 0.3 --weight-decay 0.01 --max-tokens $MAX_TOKENS
+        --max-update $UPDATES --save-interval-updates 1000 --keep-interval-updates 2 --no-epoch-checkpoints
+        --validate-interval-updates 1000 --log-format simple --log-interval 50 --num-workers 0
+        --required-batch-size-multiple 1"
+NAT_COMMON="--task translation_lev --criterion nat_loss --label-smoothing 0.1 --decoder-learned-pos
+            --encoder-learned-pos --apply-bert-init --fixed-validation-seed 7"
+
+for sys in $SYSTEMS; do
+  run="$RUNS/$sys"; mkdir -p "$run"
+  case $sys in
+    ar)   train_args="--task translation --arch transformer --criterion label_smoothed_cross_entropy --label-smoothing 0.1"
+          gen_args="--task translation --beam 4 --lenpen 1.0" ;;
+    nat)  train_args="$NAT_COMMON --arch nonautoregressive_transformer --noise full_mask --pred-length-offset --length-loss-factor 0.1"
+          gen_args="--task translation_lev --iter-decode-max-iter 0 --iter-decode-eos-penalty 0 --beam 1" ;;
+    cmlm) train_args="$NAT_COMMON --arch cmlm_transformer --noise random_mask"
+          gen_args="--task translation_lev --iter-decode-max-iter 9 --iter-decode-force-max-iter --iter-decode-eos-penalty 0 --beam 1" ;;
+    levt) train_args="$NAT_COMMON --arch levenshtein_transformer --noise random_delete"
+          gen_args="--task translation_lev --iter-decode-max-iter 9 --iter-decode-eos-penalty 0 --beam 1" ;;
+    *) echo "unknown system $sys" >&2; exit 2 ;;
+  esac
+  # shellcheck disable=SC2086
+  fairseq-train "$FDATA" $train_args $SIZE_ARGS $COMMON --save-dir "$run" 2>&1 | tee -a "$run/train.log"
+  # shellcheck disable=SC2086
+  fairseq-generate "$FDATA" $gen_args --path "$run/checkpoint_best.pt" --gen-subset test --batch-size 64 \
+    --required-batch-size-multiple 1 --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$run/generate-test.txt"
+  n=$(grep -c '^D-' "$run/generate-test.txt"); want=$(wc -l < "$DATA/raw/test.tgt")
+  [ "$n" -eq "$want" ] || { echo "$sys: $n of $want test sentences generated" >&2; exit 1; }
+  python -m mist_fairseq.score --task "$TASK" "$run/generate-test.txt" --ref "$DATA/raw/test.tgt" \
+    --src "$DATA/raw/test.src" --json "$run/scores.json" $SCORE_ARGS
+done
