@@ -9,6 +9,7 @@ the same commands work on your own data. Training resumes from DIR/checkpoints/c
 """
 
 import argparse
+import logging
 import os
 import re
 import shlex
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import torch
 
@@ -69,6 +71,10 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     t0 = time.time()
+    # the in-process step below goes through Fairseq's config machinery, which logs at INFO and warns
+    # about Hydra deprecations; the CLI steps keep their own logs in the work folder
+    logging.disable(logging.INFO)
+    warnings.filterwarnings("ignore")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     from mist_fairseq.score import normalize, read_hypotheses, read_lines, score
 

@@ -15,6 +15,10 @@ MAX_TOKENS=${MAX_TOKENS:-4096}
 LR=${LR:-5e-4}
 SCORE_ARGS=${SCORE_ARGS:-}                     # e.g. --no-meteor
 
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+# --user-dir: Fairseq's legacy (argparse) architectures store an argparse.Namespace in their
+# checkpoints, which torch >= 2.6 refuses to load; importing the plugin allow-lists exactly that class
+PLUGIN="--user-dir $REPO/mist_fairseq"
 FDATA="$RUNS/bin"                              # the same WordPieces, Fairseq's standard dictionary
 if [ ! -e "$FDATA/test.src-tgt.tgt.bin" ]; then
   # dict.src.txt of the MIST data lists BERT's vocabulary in order: Fairseq's Dictionary adds its own
@@ -54,9 +58,9 @@ for sys in $SYSTEMS; do
     *) echo "unknown system $sys" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086
-  fairseq-train "$FDATA" $train_args $SIZE_ARGS $COMMON --save-dir "$run" 2>&1 | tee -a "$run/train.log"
+  fairseq-train "$FDATA" $PLUGIN $train_args $SIZE_ARGS $COMMON --save-dir "$run" 2>&1 | tee -a "$run/train.log"
   # shellcheck disable=SC2086
-  fairseq-generate "$FDATA" $gen_args --path "$run/checkpoint_best.pt" --gen-subset test --batch-size 64 \
+  fairseq-generate "$FDATA" $PLUGIN $gen_args --path "$run/checkpoint_best.pt" --gen-subset test --batch-size 64 \
     --required-batch-size-multiple 1 --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$run/generate-test.txt"
   n=$(grep -c '^D-' "$run/generate-test.txt"); want=$(wc -l < "$DATA/raw/test.tgt")
   [ "$n" -eq "$want" ] || { echo "$sys: $n of $want test sentences generated" >&2; exit 1; }
