@@ -282,9 +282,9 @@ def platform_line():
 def chart(rows, args, path):
     import logging
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # it logs its set-up at DEBUG
     import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font search logs at DEBUG
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -38,7 +38,7 @@ class MistGenerator:
         self.length_beam, self.min_length, self.dedup = length_beam, min_length, dedup
         self.use_cache = use_cache
         # never produced inside a target; [SEP] only in the final slot
-        self.banned = [self.pad, self.bos, self.mask]
+        self.never_inside = torch.tensor([self.pad, self.bos, self.mask, self.eos])
 
     def _predict(self, model, state, tgt, src):
         """One target pass. tgt (B, T) -> (tokens (B, T), log-probs (B, T)); the last real slot is
@@ -47,15 +47,16 @@ class MistGenerator:
             logits = model.decode_target(state, tgt)
         else:
             logits = model.mlm_head(model.encoder.forward_full(model.add_cls(src), tgt)[:, -tgt.size(1):])
-        lprobs = logits.float().log_softmax(-1)
-        lprobs[..., self.banned] = float("-inf")
+        logits = logits.float()
+        # log-prob of the argmax = max logit - logsumexp: no (B, T, V) log-softmax tensor is built
+        lse = logits.logsumexp(-1)
+        eos_lp = logits[..., self.eos] - lse
+        logits.index_fill_(-1, self.never_inside.to(logits.device), float("-inf"))
+        best, tokens = logits.max(-1)
         real = tgt.ne(self.pad)
         last = real & ~torch.cat([real[:, 1:], real.new_zeros(real.size(0), 1)], 1)
-        eos_lp = lprobs[..., self.eos].clone()
-        lprobs[..., self.eos] = float("-inf")
-        scores, tokens = lprobs.max(-1)
         tokens = torch.where(last, torch.full_like(tokens, self.eos), tokens)
-        scores = torch.where(last, eos_lp, scores)
+        scores = torch.where(last, eos_lp, best - lse)
         return tokens.masked_fill(~real, self.pad), scores.masked_fill(~real, 0.0)
 
     def predict_lengths(self, model, state) -> torch.Tensor:
