@@ -69,14 +69,19 @@ class System:
         self.out_len = {}
 
 
-def make_systems(args, tmp):
-    mist_argv = [args.bin, "--task", "mist_nar", "--arch", args.mist_arch, "--criterion", "mist"]
+def build_mist(args):
+    """The MIST model the benchmark times: the preset with MiniLM weights (tiny in --quick)."""
+    argv = [args.bin, "--task", "mist_nar", "--arch", args.mist_arch, "--criterion", "mist"]
     if args.quick:
-        mist_argv += ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
-                      "--encoder-attention-heads", "4"]
+        argv += ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
+                 "--encoder-attention-heads", "4"]
     elif args.pretrained:
-        mist_argv += ["--pretrained-encoder", args.pretrained]
-    mtask, mist = build(mist_argv)
+        argv += ["--pretrained-encoder", args.pretrained]
+    return build(argv)
+
+
+def make_systems(args, tmp):
+    mtask, mist = build_mist(args)
     if args.mist_checkpoint:
         state = torch.load(args.mist_checkpoint, map_location="cpu", weights_only=True)
         mist.load_state_dict(state["model"])
@@ -195,17 +200,11 @@ def time_decoding(mtask, systems, args):
 
 
 def time_training(mtask, args):
-    """Target tokens/s of one update (forward + backward + Adam step) for three criterion settings
+    """Target tokens/s of one update (forward + backward + Adam step) for four criterion settings
     on the same model and batch, interleaved."""
     from mist_fairseq.criterions.mist import MistCriterion
 
-    argv = [args.bin, "--task", "mist_nar", "--arch", args.mist_arch, "--criterion", "mist"]
-    if args.quick:
-        argv += ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
-                 "--encoder-attention-heads", "4"]
-    elif args.pretrained:
-        argv += ["--pretrained-encoder", args.pretrained]
-    task, model = build(argv)
+    task, model = build_mist(args)
     task.load_dataset("train")
     ds = task.dataset("train")
     sample = ds.collater([ds[i] for i in range(min(args.train_batch, len(ds)))])
