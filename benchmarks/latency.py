@@ -293,11 +293,13 @@ def chart(rows, args, path):
     for ax, bs in zip(axes, args.batch_sizes):
         vals = [rows[n][bs]["median_ms"] for n in names]
         ax.barh(range(len(names)), vals, color=["#888" if n.startswith(("AR", "NAT", "CMLM", "LevT")) else "#2a7" for n in names])
+        for i, v in enumerate(vals):
+            ax.text(v, i, f" {v:.1f}", va="center", fontsize=7)
         ax.set_yticks(range(len(names)))
         ax.set_yticklabels(names if ax is axes[0] else [""] * len(names), fontsize=8)
         ax.invert_yaxis()
-        ax.set_xscale("log")
-        ax.set_xlabel("ms / sentence (log)")
+        ax.set_xlim(0, max(vals) * 1.15)
+        ax.set_xlabel("ms / sentence (median)")
         ax.set_title(f"batch {bs}")
     fig.tight_layout()
     tmp = path + ".tmp.png"
@@ -336,6 +338,8 @@ def main(argv=None):
                               for a in (f"--{s}-{side}", os.path.join(res, f"{s}.{side}"))],
                            check=True, capture_output=True)
         args.bin = os.path.join(args.data, "bin")
+        if args.data.startswith(tmp):
+            args.data = "the shipped quora_small (prepared into a temp folder)"
         mtask, systems = make_systems(args, tmp)
         mtask.load_dataset("test")
         rows, n = time_decoding(mtask, systems, args)
