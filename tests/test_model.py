@@ -151,3 +151,18 @@ def test_mix_source_layout_and_truncation(tiny_model, small_dict):
 def test_length_budget_is_checked(small_dict):
     with pytest.raises(ValueError, match="exceed the encoder's 64 positions"):
         MistNARModel(tiny_cfg(max_source_positions=50, max_target_positions=20), small_dict)
+
+
+def test_init_std_and_dropout_flags_are_used(small_dict):
+    torch.manual_seed(0)
+    wide = MistNARModel(tiny_cfg(init_std=0.5), small_dict)
+    narrow = MistNARModel(tiny_cfg(init_std=0.02), small_dict)
+    assert wide.length_head.weight.std() > 10 * narrow.length_head.weight.std()
+    src = batch(small_dict, [6, 4])
+    tgt = torch.full((2, 3), small_dict.mask())
+    for over, same in (({"dropout": 0.0, "attention_dropout": 0.0}, True), ({"dropout": 0.3}, False),
+                       ({"dropout": 0.0, "attention_dropout": 0.3}, False)):
+        m = MistNARModel(tiny_cfg(**over), small_dict).train()
+        a = m.decode_target(m.encode_source(src), tgt)
+        b = m.decode_target(m.encode_source(src), tgt)
+        assert torch.allclose(a, b) == same, over
