@@ -8,6 +8,11 @@ machine; speedups are computed pair by pair (same batch, same run).
 DATA_DIR is a ``python -m mist_fairseq.prepare`` output folder (its ``bin/`` test split is used;
 default: the shipped quora_small, prepared on the fly into a temp folder).
 
+Floors: "one bare model forward" is ``model(src, masks of the gold length)`` -- the source pass and
+the cached target pass, with no generator around them -- so generator / floor is what the generator
+adds. "fused single pass" runs ``[CLS] X [SEP] [MASK]..`` as one sequence: a generator cannot do
+that, because the length must be predicted from the source before the masks exist.
+
 Method: the same N test sources go through every system; a warm-up round first; torch threads
 fixed; systems interleaved batch by batch (A B C A B C ...) so that machine drift hits all alike.
 Baseline weights are untrained unless checkpoints are given, so **every system's output length is
@@ -93,7 +98,10 @@ def make_systems(args, tmp):
             return gen.generate([mist], sample)
         return fn
 
-    def floor(sample, gold_len):
+    def floor(sample, gold_len):  # the model's own forward: source pass + target pass, no generator
+        return mist(sample["net_input"]["src_tokens"], None, mist.masked_target(gold_len))[0]
+
+    def fused(sample, gold_len):  # one pass over [CLS] X [SEP] [MASK]..: only possible if L is known
         src = sample["net_input"]["src_tokens"]
         h = mist.encoder.forward_full(mist.add_cls(src), mist.masked_target(gold_len))
         return mist.mlm_head(h[:, -int(gold_len.max()):])
@@ -103,7 +111,8 @@ def make_systems(args, tmp):
         System("MIST single pass, no K/V cache", pinned(MistGenerator(d, use_cache=False))),
         System("MIST 3 iterations", pinned(MistGenerator(d, decode_iters=3))),
         System("Mask-Predict 3 iterations (MIST model)", pinned(MistGenerator(d, decode_iters=3, strategy="mask-predict"))),
-        System("floor: one bare forward", floor),
+        System("floor: one bare model forward", floor),
+        System("fused single pass, gold length given", fused),
     ]
 
     bdir = baseline_dir(args.bin, tmp)

@@ -15,7 +15,8 @@ def test_latency_quick(tmp_path):
     rows = data["decoding"]
     for name in ("AR transformer, beam 4", "AR transformer, greedy", "MIST single pass",
                  "MIST single pass, no K/V cache", "MIST 3 iterations", "Mask-Predict 3 iterations (MIST model)",
-                 "floor: one bare forward", "NAT (single pass)", "CMLM, 10 iterations"):
+                 "floor: one bare model forward", "fused single pass, gold length given", "NAT (single pass)",
+                 "CMLM, 10 iterations"):
         assert name in rows and rows[name]["1"]["median_ms"] > 0
     assert rows["AR transformer, beam 4"]["1"]["speedup_vs_ar_beam4"] == 1.0
     # pinned lengths: AR and NAT produce the reference length (NAT adds <s>)
