@@ -184,3 +184,28 @@ def test_long_examples_are_truncated_and_counted_not_dropped(data, tmp_path):
     hyps = hypotheses(gen.stdout)
     assert sorted(hyps) == list(range(N_TEST))
     assert all(len(h.split()) <= 5 for h in hyps.values())  # + [SEP] = the 6 the length head allows
+
+
+def test_dev_select_scores_every_checkpoint_and_links_the_best(data, tmp_path):
+    import json
+
+    ck = tmp_path / "ck"
+    train(data / "bin", ck, "--save-interval-updates", "2", "--keep-interval-updates", "-1",
+          "--disable-validation", updates=4)
+    args = [str(ck), "--data", str(data), "--task", "quora", "--batch-size", "5", "--plot", str(tmp_path / "c.png")]
+    python_cli("mist_fairseq.dev_select", *args)
+    curve = json.loads((ck / "dev_curve.json").read_text())
+    assert [p["updates"] for p in curve["points"]] == [2, 4]  # checkpoint_last (4) is not scored twice
+    assert all(p["metric"] == "BLEU-4" and p["train_hours"] > 0 for p in curve["points"])
+    best = curve["best"]
+    assert best["score"] == max(p["score"] for p in curve["points"])
+    assert os.path.samefile(ck / "checkpoint_dev_best.pt", ck / best["checkpoint"])
+    # the decoded dev outputs hold every dev sentence and are reused by a rerun
+    dev_out = ck / "dev" / "generate-valid-2.txt"
+    assert len(re.findall(r"^D-", dev_out.read_text(), re.M)) == 16
+    stamp = dev_out.stat().st_mtime_ns
+    python_cli("mist_fairseq.dev_select", *args)
+    assert dev_out.stat().st_mtime_ns == stamp and (tmp_path / "c.png").stat().st_size > 0
+    # the test split is never used for choosing
+    bad = python_cli("mist_fairseq.dev_select", *args, "--subset", "test", check=False)
+    assert bad.returncode != 0 and "dev data" in bad.stderr
