@@ -15,10 +15,12 @@ that, because the length must be predicted from the source before the masks exis
 
 Method: the same N test sources go through every system; a warm-up round first; torch threads
 fixed; systems interleaved batch by batch (A B C A B C ...) so that machine drift hits all alike.
-Baseline weights are untrained unless checkpoints are given, so **every system's output length is
-pinned to the reference length** (AR: min = max length; NAR: the length prediction is replaced),
-and the timing compares decoding algorithms, not random length guesses. LevT's insertions and
-deletions cannot be pinned: its row reports the length it actually produced.
+Untrained weights make random length guesses, so unless every system is trained (``--mist-checkpoint``
+and ``--baselines RUNS``, the folder of ``examples/baselines/run_baselines.sh``), **every system's
+output length is pinned to the reference length** (AR: min = max length; NAR: the length
+prediction is replaced) and the timing compares decoding algorithms. LevT's insertions and
+deletions cannot be pinned: its row reports the length it actually produced. With trained
+checkpoints every system decodes as it would in fairseq-generate, predicting its own length.
 """
 
 import argparse
@@ -94,7 +96,8 @@ def make_systems(args, tmp):
 
     def pinned(gen):
         def fn(sample, gold_len):
-            gen.predict_lengths = lambda model, state: gold_len.view(-1, 1)
+            if args.pin_lengths:
+                gen.predict_lengths = lambda model, state: gold_len.view(-1, 1)
             return gen.generate([mist], sample)
         return fn
 
@@ -127,25 +130,41 @@ def make_systems(args, tmp):
         ids = ids.masked_fill(src.eq(pad), fdict.pad())
         return {"net_input": {"src_tokens": ids, "src_lengths": src.ne(pad).sum(1)}, "id": sample["id"]}
 
-    atask, ar = build(common + ["--task", "translation", "--arch", "transformer"])
+    def baseline(name, argv):
+        """A trained baseline from RUNS/<name>/ (its own sizes), else an untrained one from argv."""
+        if not args.baselines:
+            return build(common + argv)
+        from fairseq import checkpoint_utils
+
+        path = os.path.join(args.baselines, name, args.baseline_checkpoint)
+        if not os.path.exists(path):
+            sys.exit(f"error: {path} not found: train it with examples/baselines/run_baselines.sh (SYSTEMS={name})")
+        models, _, btask = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": bdir})
+        return btask, models[0].eval()
+
+    atask, ar = baseline("ar", ["--task", "translation", "--arch", "transformer"])
     fdict = atask.target_dictionary
 
     def ar_fn(beam):
         def fn(sample, gold_len):
-            L = int(gold_len.max()) - 1  # + the EOS step = the reference length (which counts [SEP])
-            gen = SequenceGenerator([ar], fdict, beam_size=beam, len_penalty=1.0, max_len_a=0, max_len_b=L, min_len=L)
+            if args.pin_lengths:
+                L = int(gold_len.max()) - 1  # + the EOS step = the reference length (which counts [SEP])
+                lengths = dict(max_len_a=0, max_len_b=L, min_len=L)
+            else:  # fairseq-generate's defaults
+                lengths = dict(max_len_a=0, max_len_b=200, min_len=1)
+            gen = SequenceGenerator([ar], fdict, beam_size=beam, len_penalty=1.0, **lengths)
             return gen.generate([ar], to_fairseq(sample, fdict))
         return fn
 
     systems.insert(0, System("AR transformer, beam 4", ar_fn(4)))
     systems.insert(1, System("AR transformer, greedy", ar_fn(1)))
 
-    def nar(arch, max_iter, adaptive, extra=()):
-        ntask, model = build(common + ["--task", "translation_lev", "--arch", arch, "--criterion", "nat_loss",
+    def nar(name, arch, max_iter, adaptive, extra=()):
+        ntask, model = baseline(name, ["--task", "translation_lev", "--arch", arch, "--criterion", "nat_loss",
                                        "--noise", "full_mask", *extra])
         gen = IterativeRefinementGenerator(ntask.target_dictionary, max_iter=max_iter, adaptive=adaptive, beam_size=1)
         pin = {}
-        if hasattr(model.decoder, "forward_length_prediction"):
+        if args.pin_lengths and hasattr(model.decoder, "forward_length_prediction"):
             orig = model.decoder.forward_length_prediction
 
             def fixed(length_out, encoder_out, tgt_tokens=None):
@@ -159,10 +178,10 @@ def make_systems(args, tmp):
             return gen.generate([model], to_fairseq(sample, ntask.target_dictionary))
         return fn
 
-    systems.append(System("NAT (single pass)", nar("nonautoregressive_transformer", 0, False,
+    systems.append(System("NAT (single pass)", nar("nat", "nonautoregressive_transformer", 0, False,
                                                    ["--pred-length-offset", "--length-loss-factor", "0.1"])))
-    systems.append(System("CMLM, 10 iterations", nar("cmlm_transformer", 9, False)))
-    systems.append(System("LevT (up to 10 iterations, length not pinned)", nar("levenshtein_transformer", 9, True)))
+    systems.append(System("CMLM, 10 iterations", nar("cmlm", "cmlm_transformer", 9, False)))
+    systems.append(System("LevT (up to 10 iterations" + (", length not pinned)" if args.pin_lengths else ")"), nar("levt", "levenshtein_transformer", 9, True)))
     return mtask, systems
 
 
@@ -252,10 +271,14 @@ def write_report(rows, train, n, args, ntok, nsent, wall):
         f"Command: `python benchmarks/latency.py {' '.join(args.argv)}`",
         "",
         f"{n} test sources of `{args.data}`; milliseconds per sentence (median, [p25, p75] over batches); "
-        "speedup = AR beam-4 ms / system ms, median over the same batches. Output lengths pinned to the reference "
-        "(see the script's docstring); MIST weights: "
+        "speedup = AR beam-4 ms / system ms, median over the same batches. "
+        + ("Output lengths pinned to the reference (see the script's docstring)" if args.pin_lengths
+           else "Every system predicts its own output length, as in fairseq-generate")
+        + "; MIST weights: "
         + (args.mist_checkpoint or (f"{args.pretrained} + fresh heads" if args.pretrained and not args.quick else "random"))
-        + "; baselines: untrained, Fairseq default (base) sizes.",
+        + "; baselines: "
+        + (f"trained, {args.baselines}/*/{args.baseline_checkpoint}" if args.baselines
+           else "untrained, Fairseq default (base) sizes") + ".",
         "",
     ]
     for bs in args.batch_sizes:
@@ -326,6 +349,8 @@ def main(argv=None):
     p.add_argument("--mist-arch", default="mist_minilm_l6")
     p.add_argument("--pretrained", default="minilm", help="MIST weights: --pretrained-encoder value ('' = random)")
     p.add_argument("--mist-checkpoint", help="trained mist_nar checkpoint (weights only are used)")
+    p.add_argument("--baselines", help="folder of trained baselines (RUNS of run_baselines.sh: ar/ nat/ cmlm/ levt/)")
+    p.add_argument("--baseline-checkpoint", default="checkpoint_best.pt", help="checkpoint file name in each baseline folder")
     p.add_argument("--train-batch", type=int, default=32, help="sentences in the timed training step")
     p.add_argument("--train-reps", type=int, default=3, help="timed training steps per setting")
     p.add_argument("--no-train", action="store_true", help="skip the training-throughput part")
@@ -333,6 +358,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny models, few sentences: checks that it runs")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
+    # untrained systems guess lengths at random: pin them unless every system is trained
+    args.pin_lengths = not (args.mist_checkpoint and args.baselines)
     if args.quick:
         args.n, args.batch_sizes, args.warmup, args.train_batch, args.train_reps = 6, [1, 4], 1, 4, 1
     torch.set_num_threads(args.threads)

@@ -12,12 +12,14 @@ train_generate_score() {
     budget=(--stop-time-hours "$BUDGET_HOURS" --disable-validation --keep-interval-updates -1)
   fi
   # shellcheck disable=SC2086
-  fairseq-train "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --arch "$ARCH" \
+  [ -e "$RUN/train.done" ] || fairseq-train "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --arch "$ARCH" \
     --criterion mist --mix-mode "$MODE" --pretrained-encoder "$PRETRAINED" $EXTRA \
     --optimizer adam --adam-betas '(0.9, 0.999)' --lr "$LR" --lr-scheduler inverse_sqrt --warmup-updates "$WARMUP" \
     --clip-norm 1.0 --attention-dropout 0 --batch-size "$BATCH" --max-update "$UPDATES" \
     --save-dir "$RUN" --save-interval-updates "$INTERVAL" --no-epoch-checkpoints "${budget[@]}" \
     --log-format simple --log-interval 50 --num-workers 0 2>&1 | tee -a "$RUN/train.log"
+  # a finished budgeted run is not resumed again (resuming would add an update past the budget)
+  [ "${BUDGET_HOURS:-0}" = 0 ] || touch "$RUN/train.done"
   local ckpt="$RUN/checkpoint_best.pt"
   if [ "${BUDGET_HOURS:-0}" != 0 ]; then
     python -m mist_fairseq.dev_select "$RUN" --data "$DATA" --task "$SCORE_TASK"
@@ -25,7 +27,8 @@ train_generate_score() {
   fi
   fairseq-generate "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --path "$ckpt" \
     --gen-subset test --batch-size "$GEN_BATCH" --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" \
-    > "$RUN/generate-test.txt"
+    > "$RUN/generate-test.txt.tmp"
+  mv "$RUN/generate-test.txt.tmp" "$RUN/generate-test.txt"  # never a half-written output over a good one
   local src_arg=()
   [ "$SCORE_TASK" = xsum ] || src_arg=(--src "$DATA/raw/test.src")
   python -m mist_fairseq.score --task "$SCORE_TASK" "$RUN/generate-test.txt" --ref "$DATA/raw/test.tgt" \

@@ -13,6 +13,10 @@ SIZE=${SIZE:-small}
 UPDATES=${UPDATES:-20000}
 MAX_TOKENS=${MAX_TOKENS:-4096}
 LR=${LR:-5e-4}
+WARMUP=${WARMUP:-1000}
+INTERVAL=${INTERVAL:-1000}                     # updates between checkpoints
+BUDGET_HOURS=${BUDGET_HOURS:-0}                # > 0: stop after that much cumulative training wall time; keep
+                                               # every checkpoint and test the one with the best dev BLEU-4
 SCORE_ARGS=${SCORE_ARGS:-}                     # e.g. --no-meteor
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -37,10 +41,16 @@ else
   SIZE_ARGS=""
 fi
 COMMON="--share-all-embeddings --optimizer adam --adam-betas (0.9,0.98) --lr $LR --lr-scheduler inverse_sqrt
-        --warmup-updates 1000 --warmup-init-lr 1e-07 --dropout 0.3 --weight-decay 0.01 --max-tokens $MAX_TOKENS
-        --max-update $UPDATES --save-interval-updates 1000 --keep-interval-updates 2 --no-epoch-checkpoints
-        --validate-interval-updates 1000 --log-format simple --log-interval 50 --num-workers 0
-        --required-batch-size-multiple 1"
+        --warmup-updates $WARMUP --warmup-init-lr 1e-07 --dropout 0.3 --weight-decay 0.01 --max-tokens $MAX_TOKENS
+        --max-update $UPDATES --save-interval-updates $INTERVAL --no-epoch-checkpoints
+        --log-format simple --log-interval 50 --num-workers 0 --required-batch-size-multiple 1"
+if [ "$BUDGET_HOURS" != 0 ]; then
+  COMMON="$COMMON --stop-time-hours $BUDGET_HOURS --disable-validation --keep-interval-updates -1"
+  CKPT=checkpoint_dev_best.pt
+else
+  COMMON="$COMMON --validate-interval-updates $INTERVAL --keep-interval-updates 2"
+  CKPT=checkpoint_best.pt
+fi
 NAT_COMMON="--task translation_lev --criterion nat_loss --label-smoothing 0.1 --decoder-learned-pos
             --encoder-learned-pos --apply-bert-init --fixed-validation-seed 7"
 
@@ -57,11 +67,20 @@ for sys in $SYSTEMS; do
           gen_args="--task translation_lev --iter-decode-max-iter 9 --iter-decode-eos-penalty 0 --beam 1" ;;
     *) echo "unknown system $sys" >&2; exit 2 ;;
   esac
+  if [ ! -e "$run/train.done" ]; then
+    # shellcheck disable=SC2086
+    fairseq-train "$FDATA" $PLUGIN $train_args $SIZE_ARGS $COMMON --save-dir "$run" 2>&1 | tee -a "$run/train.log"
+    # a finished budgeted run is not resumed again (resuming would add an update past the budget)
+    [ "$BUDGET_HOURS" = 0 ] || touch "$run/train.done"
+  fi
+  if [ "$BUDGET_HOURS" != 0 ]; then
+    # shellcheck disable=SC2086
+    python -m mist_fairseq.dev_select "$run" --data "$DATA" --data-bin "$FDATA" --task "$TASK" -- $gen_args
+  fi
   # shellcheck disable=SC2086
-  fairseq-train "$FDATA" $PLUGIN $train_args $SIZE_ARGS $COMMON --save-dir "$run" 2>&1 | tee -a "$run/train.log"
-  # shellcheck disable=SC2086
-  fairseq-generate "$FDATA" $PLUGIN $gen_args --path "$run/checkpoint_best.pt" --gen-subset test --batch-size 64 \
-    --required-batch-size-multiple 1 --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$run/generate-test.txt"
+  fairseq-generate "$FDATA" $PLUGIN $gen_args --path "$run/$CKPT" --gen-subset test --batch-size 64 \
+    --required-batch-size-multiple 1 --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$run/generate-test.txt.tmp"
+  mv "$run/generate-test.txt.tmp" "$run/generate-test.txt"
   n=$(grep -c '^D-' "$run/generate-test.txt"); want=$(wc -l < "$DATA/raw/test.tgt")
   [ "$n" -eq "$want" ] || { echo "$sys: $n of $want test sentences generated" >&2; exit 1; }
   python -m mist_fairseq.score --task "$TASK" "$run/generate-test.txt" --ref "$DATA/raw/test.tgt" \

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Quora paraphrase table at CPU scale (paper Table 3 + Table 6 + Figure 2): every system trains for the
+# same wall-time budget on THREADS threads, the checkpoint is chosen by dev BLEU-4, the test set is
+# scored once. Steps are idempotent (a finished step is skipped; an interrupted one resumes from
+# checkpoint_last.pt), so STEPS can be split over several processes. Run from the repository root.
+#   STEPS: prep none dynamic static ar nat cmlm levt decode table (in that order when run alone)
+set -euo pipefail
+RAW=${RAW:-../shared/data/quora}
+ROOT=${ROOT:-$HOME/mist_runs}                 # run folders (outside the repo)
+DATA=${DATA:-$ROOT/data/quora}
+BUDGET_HOURS=${BUDGET_HOURS:-0.3333}          # training wall time per system
+THREADS=${THREADS:-1}                         # torch threads per system (2 systems at a time on 2 cores)
+STEPS=${STEPS:-"prep none dynamic static ar nat cmlm levt decode table"}
+BASE_SIZE=${BASE_SIZE:-small}                 # baselines: small (3+3 layers, 256) | base
+DOCS=${DOCS:-docs}                            # where the table, plot and comparisons go
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+here=$(dirname "$0")
+mist_run() {  # MODE [EXTRA]
+  [ -e "$ROOT/quora_$1/scores.json" ] && return 0
+  MODE=$1 EXTRA=${2:-} RUN=$ROOT/quora_$1 DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS WARMUP=100 INTERVAL=100 BATCH=32 \
+    bash "$here/quora.sh"
+}
+for step in $STEPS; do
+  case $step in
+    prep) [ -e "$DATA/bin/test.src-tgt.tgt.bin" ] || python -m mist_fairseq.prepare quora --raw "$RAW" --out "$DATA" ;;
+    none|dynamic) mist_run "$step" ;;
+    static)
+      # the static ablation's fixed pseudo targets: the no-mix model's (dev-chosen) output on the train set
+      pseudo=$ROOT/quora_none/pseudo-train.txt
+      if [ ! -e "$pseudo" ]; then
+        fairseq-generate "$DATA/bin" --user-dir mist_fairseq --task mist_nar --gen-subset train --batch-size 128 \
+          --path "$ROOT/quora_none/checkpoint_dev_best.pt" > "$pseudo.tmp"
+        mv "$pseudo.tmp" "$pseudo"
+      fi
+      mist_run static "--static-pseudo-targets $pseudo" ;;
+    ar|nat|cmlm|levt)
+      [ -e "$ROOT/baselines_quora/$step/scores.json" ] && continue
+      DATA=$DATA RUNS=$ROOT/baselines_quora SYSTEMS=$step SIZE=$BASE_SIZE BUDGET_HOURS=$BUDGET_HOURS MAX_TOKENS=1024 \
+        WARMUP=200 INTERVAL=100 bash "$here/baselines/run_baselines.sh" ;;
+    decode)
+      # Table 6: MIST iterative decoding vs Mask-Predict, 1/3/6 iterations, on both trained models
+      for m in dynamic none; do
+        mkdir -p "$ROOT/quora_$m/iter"
+        for s in mist mask-predict; do
+          for it in 1 3 6; do
+            out=$ROOT/quora_$m/iter/$s-$it.txt
+            [ -e "$out.json" ] && continue
+            fairseq-generate "$DATA/bin" --user-dir mist_fairseq --task mist_nar --gen-subset test --batch-size 64 \
+              --path "$ROOT/quora_$m/checkpoint_dev_best.pt" --mist-decode-iters "$it" --decode-strategy "$s" \
+              --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$out.tmp"
+            mv "$out.tmp" "$out"
+            python -m mist_fairseq.score --task quora "$out" --ref "$DATA/raw/test.tgt" --src "$DATA/raw/test.src" \
+              --no-meteor --json "$out.json"
+          done
+        done
+      done ;;
+    table)
+      python -m mist_fairseq.score --task quora "$DATA/raw/test.src" --ref "$DATA/raw/test.tgt" \
+        --src "$DATA/raw/test.src" --json "$ROOT/quora_copy_source.json"
+      python -m mist_fairseq.score --task quora "$ROOT/quora_dynamic/generate-test.txt" --ref "$DATA/raw/test.tgt" \
+        --src "$DATA/raw/test.src" --compare "$ROOT/quora_none/generate-test.txt" --json "$DOCS/quora_mist_vs_none.json"
+      python -m mist_fairseq.dev_select "$ROOT/quora_dynamic" "$ROOT/quora_none" --data "$DATA" --task quora \
+        --labels "MIST" "no mixing" --plot "$DOCS/quora_convergence.png"
+      python "$here/collect_table.py" --root "$ROOT" --dataset quora --out "$DOCS/quora_table.md" ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
