@@ -88,10 +88,14 @@ def build_mist(args):
 
 
 def make_systems(args, tmp):
-    mtask, mist = build_mist(args)
-    if args.mist_checkpoint:
-        state = torch.load(args.mist_checkpoint, map_location="cpu", weights_only=True)
-        mist.load_state_dict(state["model"])
+    if args.mist_checkpoint:  # a trained model, built from its own configuration
+        from fairseq import checkpoint_utils
+
+        models, _, mtask = checkpoint_utils.load_model_ensemble_and_task(
+            [args.mist_checkpoint], arg_overrides={"data": args.bin})
+        mist = models[0].eval()
+    else:
+        mtask, mist = build_mist(args)
     d = mtask.target_dictionary
 
     def pinned(gen):
@@ -139,7 +143,7 @@ def make_systems(args, tmp):
         path = os.path.join(args.baselines, name, args.baseline_checkpoint)
         if not os.path.exists(path):
             sys.exit(f"error: {path} not found: train it with examples/baselines/run_baselines.sh (SYSTEMS={name})")
-        models, _, btask = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": bdir})
+        models, _, btask = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": bdir, "source_lang": "src", "target_lang": "tgt"})
         return btask, models[0].eval()
 
     atask, ar = baseline("ar", ["--task", "translation", "--arch", "transformer"])
@@ -181,7 +185,8 @@ def make_systems(args, tmp):
     systems.append(System("NAT (single pass)", nar("nat", "nonautoregressive_transformer", 0, False,
                                                    ["--pred-length-offset", "--length-loss-factor", "0.1"])))
     systems.append(System("CMLM, 10 iterations", nar("cmlm", "cmlm_transformer", 9, False)))
-    systems.append(System("LevT (up to 10 iterations" + (", length not pinned)" if args.pin_lengths else ")"), nar("levt", "levenshtein_transformer", 9, True)))
+    levt = "LevT (up to 10 iterations" + (", length not pinned)" if args.pin_lengths else ")")
+    systems.append(System(levt, nar("levt", "levenshtein_transformer", 9, True)))
     return mtask, systems
 
 
@@ -348,7 +353,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up batches")
     p.add_argument("--mist-arch", default="mist_minilm_l6")
     p.add_argument("--pretrained", default="minilm", help="MIST weights: --pretrained-encoder value ('' = random)")
-    p.add_argument("--mist-checkpoint", help="trained mist_nar checkpoint (weights only are used)")
+    p.add_argument("--mist-checkpoint", help="trained mist_nar checkpoint (its own architecture is used)")
     p.add_argument("--baselines", help="folder of trained baselines (RUNS of run_baselines.sh: ar/ nat/ cmlm/ levt/)")
     p.add_argument("--baseline-checkpoint", default="checkpoint_best.pt", help="checkpoint file name in each baseline folder")
     p.add_argument("--train-batch", type=int, default=32, help="sentences in the timed training step")

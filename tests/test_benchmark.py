@@ -25,3 +25,37 @@ def test_latency_quick(tmp_path):
     assert set(data["training"]) >= {"MIST (dynamic mixing, glancing 0.5)", "no mixing (glancing 0.5)"}
     assert (tmp_path / "BENCHMARK_quick.png").stat().st_size > 1000
     assert "| MIST single pass |" in (tmp_path / "BENCHMARK_quick.md").read_text()
+
+
+def test_latency_with_trained_checkpoints_lets_every_system_predict_its_length(data, tmp_path):
+    """Budgeted baselines (stop by wall time, dev-chosen checkpoint) feed the benchmark, unpinned."""
+    import os
+
+    from conftest import N_TEST, USER_DIR
+
+    runs = tmp_path / "runs"
+    env = {"DATA": str(data), "RUNS": str(runs), "SYSTEMS": "ar nat cmlm levt", "SIZE": "tiny", "UPDATES": "50",
+           "MAX_TOKENS": "2048", "SCORE_ARGS": "--no-meteor", "BUDGET_HOURS": "0.0001", "INTERVAL": "1"}
+    run_cli(["bash", os.path.join(REPO, "examples", "baselines", "run_baselines.sh")], env=env)
+    for system in ("ar", "nat", "cmlm", "levt"):
+        curve = json.loads((runs / system / "dev_curve.json").read_text())
+        # the wall-time budget stopped training long before --max-update 50
+        assert 1 <= max(p["updates"] for p in curve["points"]) < 50
+        assert (runs / system / "checkpoint_dev_best.pt").exists()
+        gen = (runs / system / "generate-test.txt").read_text()
+        assert sum(1 for ln in gen.splitlines() if ln.startswith("D-")) == N_TEST
+        assert (runs / system / "train.done").exists()
+    run_cli(["fairseq-train", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar", "--arch", "mist_tiny",
+             "--criterion", "mist", "--optimizer", "adam", "--lr", "5e-4", "--batch-size", "8", "--max-update", "2",
+             "--save-dir", str(tmp_path / "mist"), "--no-epoch-checkpoints", "--num-workers", "0"])
+    run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--data", str(data), "--no-train",
+             "--mist-checkpoint", str(tmp_path / "mist" / "checkpoint_last.pt"), "--baselines", str(runs),
+             "--baseline-checkpoint", "checkpoint_dev_best.pt", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "BENCHMARK_quick.json").read_text())["decoding"]
+    assert "LevT (up to 10 iterations)" in rows and all(r["1"]["median_ms"] > 0 for r in rows.values())
+    report = (tmp_path / "BENCHMARK_quick.md").read_text()
+    assert "predicts its own output length" in report and "trained" in report
+    # a missing baseline is one clear line
+    bad = run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--data", str(data), "--no-train",
+                   "--baselines", str(tmp_path / "nothing"), "--out", str(tmp_path)], check=False)
+    assert bad.returncode != 0 and "run_baselines.sh" in bad.stderr
