@@ -59,6 +59,19 @@ for step in $STEPS; do
         --src "$DATA/raw/test.src" --json "$ROOT/quora_copy_source.json"
       python -m mist_fairseq.score --task quora "$ROOT/quora_dynamic/generate-test.txt" --ref "$DATA/raw/test.tgt" \
         --src "$DATA/raw/test.src" --compare "$ROOT/quora_none/generate-test.txt" --json "$DOCS/quora_mist_vs_none.json"
+      # the same comparison at equal updates: the last interval checkpoint both runs saved
+      u=$(comm -12 <(ls "$ROOT/quora_dynamic" | sed -n 's/^checkpoint_[0-9]*_\([0-9]*\)\.pt$/\1/p' | sort) \
+                   <(ls "$ROOT/quora_none" | sed -n 's/^checkpoint_[0-9]*_\([0-9]*\)\.pt$/\1/p' | sort) | sort -n | tail -n 1)
+      for m in dynamic none; do
+        out=$ROOT/quora_$m/generate-test-at-$u.txt
+        [ -e "$out" ] && continue
+        fairseq-generate "$DATA/bin" --user-dir mist_fairseq --task mist_nar --gen-subset test --batch-size 64 \
+          --path "$(ls "$ROOT"/quora_$m/checkpoint_*_"$u".pt)" --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$out.tmp"
+        mv "$out.tmp" "$out"
+      done
+      python -m mist_fairseq.score --task quora "$ROOT/quora_dynamic/generate-test-at-$u.txt" --ref "$DATA/raw/test.tgt" \
+        --src "$DATA/raw/test.src" --compare "$ROOT/quora_none/generate-test-at-$u.txt" --no-meteor \
+        --json "$DOCS/quora_mist_vs_none_at_${u}_updates.json"
       python -m mist_fairseq.dev_select "$ROOT/quora_dynamic" "$ROOT/quora_none" --data "$DATA" --task quora \
         --labels "MIST" "no mixing" --plot "$DOCS/quora_convergence.png"
       python "$here/collect_table.py" --root "$ROOT" --dataset quora --out "$DOCS/quora_table.md" ;;
