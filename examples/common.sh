@@ -22,7 +22,7 @@ train_generate_score() {
   [ "${BUDGET_HOURS:-0}" = 0 ] || touch "$RUN/train.done"
   local ckpt="$RUN/checkpoint_best.pt"
   if [ "${BUDGET_HOURS:-0}" != 0 ]; then
-    python -m mist_fairseq.dev_select "$RUN" --data "$DATA" --task "$SCORE_TASK"
+    python -m mist_fairseq.dev_select "$RUN" --data "$DATA" --task "$SCORE_TASK" --dev-shards "${DEV_SHARDS:-1}"
     ckpt="$RUN/checkpoint_dev_best.pt"
   fi
   fairseq-generate "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --path "$ckpt" \

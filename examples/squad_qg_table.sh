@@ -8,7 +8,8 @@ SQUAD=${SQUAD:-../shared/data/squad}
 LEVEL=${LEVEL:-sentence}
 ROOT=${ROOT:-$HOME/mist_runs}
 DATA=${DATA:-$ROOT/data/squad_$LEVEL}
-BUDGET_HOURS=${BUDGET_HOURS:-0.3333}
+BUDGET_HOURS=${BUDGET_HOURS:-0.25}
+DEV_SHARDS=${DEV_SHARDS:-5}                   # checkpoint choice on 1/5 of the 10,570 dev questions (speed)
 THREADS=${THREADS:-1}
 STEPS=${STEPS:-"prep none dynamic static decode table"}
 DOCS=${DOCS:-docs}
@@ -17,7 +18,7 @@ here=$(dirname "$0")
 name=squad_$LEVEL
 mist_run() {  # MODE [EXTRA]
   [ -e "$ROOT/${name}_$1/scores.json" ] && return 0
-  MODE=$1 EXTRA=${2:-} RUN=$ROOT/${name}_$1 DATA=$DATA LEVEL=$LEVEL BUDGET_HOURS=$BUDGET_HOURS WARMUP=100 \
+  MODE=$1 EXTRA=${2:-} RUN=$ROOT/${name}_$1 DATA=$DATA LEVEL=$LEVEL BUDGET_HOURS=$BUDGET_HOURS DEV_SHARDS=$DEV_SHARDS WARMUP=100 \
     INTERVAL=100 BATCH=32 bash "$here/squad_qg.sh"
 }
 for step in $STEPS; do
@@ -53,7 +54,7 @@ for step in $STEPS; do
       python -m mist_fairseq.score --task squad-qg "$ROOT/${name}_dynamic/generate-test.txt" --ref "$DATA/raw/test.tgt" \
         --src "$DATA/raw/test.src" --compare "$ROOT/${name}_none/generate-test.txt" --json "$DOCS/${name}_mist_vs_none.json"
       python -m mist_fairseq.dev_select "$ROOT/${name}_dynamic" "$ROOT/${name}_none" --data "$DATA" --task squad-qg \
-        --labels "MIST" "no mixing" --plot "$DOCS/${name}_convergence.png"
+        --dev-shards "$DEV_SHARDS" --labels "MIST" "no mixing" --plot "$DOCS/${name}_convergence.png"
       python "$here/collect_table.py" --root "$ROOT" --dataset "$name" --out "$DOCS/${name}_table.md" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

@@ -50,11 +50,15 @@ def list_checkpoints(run: str) -> List[str]:
     return [os.path.join(run, n) for n in names]
 
 
-def decode(ckpt: str, out_path: str, data_bin: str, vocab: str, subset: str, gen_args: List[str], batch_size: int):
-    """fairseq-generate into out_path; written to a temporary name first, so a cached file is whole."""
+def decode(ckpt: str, out_path: str, data_bin: str, vocab: str, subset: str, gen_args: List[str], batch_size: int,
+           shards: int = 1):
+    """fairseq-generate into out_path; written to a temporary name first, so a cached file is whole.
+    shards > 1 decodes only Fairseq's first of that many (deterministic) batch shards."""
     cmd = ["fairseq-generate", data_bin, "--user-dir", USER_DIR, "--path", ckpt, "--gen-subset", subset,
            "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
            "--bpe", "bert", "--bpe-vocab-file", vocab]
+    if shards > 1:
+        cmd += ["--distributed-world-size", str(shards), "--distributed-rank", "0"]  # how fairseq-generate shards
     cmd += gen_args or ["--task", "mist_nar"]
     tmp = out_path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -62,6 +66,18 @@ def decode(ckpt: str, out_path: str, data_bin: str, vocab: str, subset: str, gen
     if proc.returncode != 0:
         sys.exit(f"error: fairseq-generate failed on {ckpt}:\n{proc.stderr[-2000:]}")
     os.replace(tmp, out_path)
+
+
+def read_by_id(path: str) -> Dict[int, str]:
+    """sample id -> hypothesis (D- lines, else H-) of a fairseq-generate output."""
+    found: Dict[str, Dict[int, str]] = {"D": {}, "H": {}}
+    for ln in scorer.read_lines(path):
+        m = scorer._GEN_LINE.match(ln)
+        if m:
+            found[m.group(1)][int(m.group(2))] = m.group(3)
+    if not (found["D"] or found["H"]):
+        raise scorer.ScoreError(f"{path}: no D-/H- lines: is it fairseq-generate output?")
+    return found["D"] or found["H"]
 
 
 def evaluate_run(run: str, args, gen_args: List[str]) -> List[Dict]:
@@ -76,12 +92,18 @@ def evaluate_run(run: str, args, gen_args: List[str]) -> List[Dict]:
         if info["updates"] in seen:  # checkpoint_last.pt is usually also the last interval checkpoint
             continue
         seen.add(info["updates"])
-        out = os.path.join(run, "dev", f"generate-{args.subset}-{info['updates']}.txt")
+        shard = f"-shard1of{args.dev_shards}" if args.dev_shards > 1 else ""
+        out = os.path.join(run, "dev", f"generate-{args.subset}{shard}-{info['updates']}.txt")
         if not os.path.exists(out):
-            decode(ckpt, out, args.data_bin or os.path.join(args.data, "bin"),
-                   os.path.join(args.data, "bin", "vocab.txt"), args.subset, gen_args, args.batch_size)
-        hyps = scorer.read_hypotheses(out)
-        value = scorer.score(args.task, hyps, refs, srcs, meteor=False)[metric]
+            decode(ckpt, out, args.data_bin or os.path.join(args.data, "bin"), os.path.join(args.data, "bin", "vocab.txt"),
+                   args.subset, gen_args, args.batch_size, args.dev_shards)
+        if args.dev_shards > 1:  # score the decoded sentences against their own references
+            hyp_by_id = read_by_id(out)
+            ids = sorted(hyp_by_id)
+            value = scorer.score(args.task, [hyp_by_id[i] for i in ids], [refs[i] for i in ids],
+                                 [srcs[i] for i in ids] if srcs else None, meteor=False)[metric]
+        else:
+            value = scorer.score(args.task, scorer.read_hypotheses(out), refs, srcs, meteor=False)[metric]
         rows.append(dict(info, checkpoint=os.path.basename(ckpt), metric=metric, score=value))
         print(f"{os.path.basename(run)}\t{info['updates']} updates\t{info['train_hours']:.3f} h\t"
               f"{metric} {value:.2f}", flush=True)
@@ -140,6 +162,8 @@ def main(argv=None):
     p.add_argument("--task", required=True, choices=["squad-qg", "xsum", "quora"], help="scorer task")
     p.add_argument("--subset", default="valid", help="dev split (never the test split)")
     p.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch")
+    p.add_argument("--dev-shards", type=int, default=1,
+                   help="score only the first of this many Fairseq batch shards of the dev split (a large dev set)")
     p.add_argument("--plot", help="write the curves of all runs to this PNG")
     p.add_argument("--labels", nargs="+", help="legend names, one per run (default: folder names)")
     args = p.parse_args(argv)

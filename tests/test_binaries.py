@@ -206,6 +206,10 @@ def test_dev_select_scores_every_checkpoint_and_links_the_best(data, tmp_path):
     stamp = dev_out.stat().st_mtime_ns
     python_cli("mist_fairseq.dev_select", *args)
     assert dev_out.stat().st_mtime_ns == stamp and (tmp_path / "c.png").stat().st_size > 0
+    # --dev-shards scores one Fairseq batch shard of the dev split, against its own references
+    python_cli("mist_fairseq.dev_select", *args, "--dev-shards", "2")
+    shard = ck / "dev" / "generate-valid-shard1of2-2.txt"
+    assert 0 < len(re.findall(r"^D-", shard.read_text(), re.M)) < 16
     # the test split is never used for choosing
     bad = python_cli("mist_fairseq.dev_select", *args, "--subset", "test", check=False)
     assert bad.returncode != 0 and "dev data" in bad.stderr
