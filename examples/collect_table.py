@@ -87,8 +87,9 @@ def main():
     found = False
     for key, name in MIST_ROWS[:2]:
         for strat, sname in (("mist", "MIST (prediction fed back as pseudo target)"), ("mask-predict", "Mask-Predict")):
-            vals = [load(os.path.join(args.root, f"{args.dataset}_{key}", "iter", f"{strat}-{it}.txt.json"))
-                    for it in (1, 3, 6)]
+            # one pass is the same decoding for both strategies: mist-1 stands for both
+            vals = [load(os.path.join(args.root, f"{args.dataset}_{key}", "iter",
+                                      f"{'mist' if it == 1 else strat}-{it}.txt.json")) for it in (1, 3, 6)]
             if any(vals):
                 found = True
                 metric = "BLEU-4"

@@ -43,6 +43,7 @@ for step in $STEPS; do
         mkdir -p "$ROOT/quora_$m/iter"
         for s in mist mask-predict; do
           for it in 1 3 6; do
+            [ "$s$it" = mask-predict1 ] && continue  # one pass is the same decoding for both strategies
             out=$ROOT/quora_$m/iter/$s-$it.txt
             [ -e "$out.json" ] && continue
             fairseq-generate "$DATA/bin" --user-dir mist_fairseq --task mist_nar --gen-subset test --batch-size 64 \
