@@ -360,6 +360,7 @@ def main(argv=None):
     p.add_argument("--train-reps", type=int, default=3, help="timed training steps per setting")
     p.add_argument("--no-train", action="store_true", help="skip the training-throughput part")
     p.add_argument("--out", default=os.path.join(REPO, "docs"), help="where BENCHMARK.md/.json/.png go")
+    p.add_argument("--name", default="BENCHMARK", help="file name (no extension) of the report in --out")
     p.add_argument("--quick", action="store_true", help="tiny models, few sentences: checks that it runs")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -388,7 +389,7 @@ def main(argv=None):
     report = write_report(rows, train, n, args, ntok, nsent, time.time() - t0)
     print(report)
     os.makedirs(args.out, exist_ok=True)
-    name = "BENCHMARK_quick" if args.quick else "BENCHMARK"
+    name = args.name + "_quick" if args.quick else args.name
     for ext, content in ((".md", report), (".json", json.dumps({"decoding": rows, "training": train}, indent=2))):
         tmpf = os.path.join(args.out, name + ext + ".tmp")
         with open(tmpf, "w") as f:

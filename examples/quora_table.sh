@@ -3,14 +3,14 @@
 # same wall-time budget on THREADS threads, the checkpoint is chosen by dev BLEU-4, the test set is
 # scored once. Steps are idempotent (a finished step is skipped; an interrupted one resumes from
 # checkpoint_last.pt), so STEPS can be split over several processes. Run from the repository root.
-#   STEPS: prep none dynamic static ar nat cmlm levt decode table (in that order when run alone)
+#   STEPS: prep none dynamic static ar nat cmlm levt decode bench table (in that order when run alone)
 set -euo pipefail
 RAW=${RAW:-../shared/data/quora}
 ROOT=${ROOT:-$HOME/mist_runs}                 # run folders (outside the repo)
 DATA=${DATA:-$ROOT/data/quora}
 BUDGET_HOURS=${BUDGET_HOURS:-0.3333}          # training wall time per system
 THREADS=${THREADS:-1}                         # torch threads per system (2 systems at a time on 2 cores)
-STEPS=${STEPS:-"prep none dynamic static ar nat cmlm levt decode table"}
+STEPS=${STEPS:-"prep none dynamic static ar nat cmlm levt decode bench table"}
 BASE_SIZE=${BASE_SIZE:-small}                 # baselines: small (3+3 layers, 256) | base
 DOCS=${DOCS:-docs}                            # where the table, plot and comparisons go
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -55,6 +55,11 @@ for step in $STEPS; do
           done
         done
       done ;;
+    bench)
+      # latency of the trained systems, each predicting its own length (the speedup column)
+      python benchmarks/latency.py --data "$DATA" --n 200 --batch-sizes 1 16 --threads "$THREADS" \
+        --mist-checkpoint "$ROOT/quora_dynamic/checkpoint_dev_best.pt" --baselines "$ROOT/baselines_quora" \
+        --baseline-checkpoint checkpoint_dev_best.pt --name BENCHMARK_quora_trained --out "$DOCS" ;;
     table)
       python -m mist_fairseq.score --task quora "$DATA/raw/test.src" --ref "$DATA/raw/test.tgt" \
         --src "$DATA/raw/test.src" --json "$ROOT/quora_copy_source.json"
@@ -75,7 +80,8 @@ for step in $STEPS; do
         --json "$DOCS/quora_mist_vs_none_at_${u}_updates.json"
       python -m mist_fairseq.dev_select "$ROOT/quora_dynamic" "$ROOT/quora_none" --data "$DATA" --task quora \
         --labels "MIST" "no mixing" --plot "$DOCS/quora_convergence.png"
-      python "$here/collect_table.py" --root "$ROOT" --dataset quora --out "$DOCS/quora_table.md" ;;
+      python "$here/collect_table.py" --root "$ROOT" --dataset quora \
+        --bench "$DOCS/BENCHMARK_quora_trained.json" --out "$DOCS/quora_table.md" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

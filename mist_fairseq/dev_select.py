@@ -126,8 +126,11 @@ def evaluate_run(run: str, args, gen_args: List[str]) -> List[Dict]:
 
 
 def plot(curves: Dict[str, List[Dict]], path: str) -> None:
+    import logging
+
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # it logs its font search at DEBUG
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
