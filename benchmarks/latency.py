@@ -143,7 +143,8 @@ def make_systems(args, tmp):
         path = os.path.join(args.baselines, name, args.baseline_checkpoint)
         if not os.path.exists(path):
             sys.exit(f"error: {path} not found: train it with examples/baselines/run_baselines.sh (SYSTEMS={name})")
-        models, _, btask = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": bdir, "source_lang": "src", "target_lang": "tgt"})
+        models, _, btask = checkpoint_utils.load_model_ensemble_and_task(
+            [path], arg_overrides={"data": bdir, "source_lang": "src", "target_lang": "tgt"})
         return btask, models[0].eval()
 
     atask, ar = baseline("ar", ["--task", "translation", "--arch", "transformer"])

@@ -34,3 +34,33 @@ train_generate_score() {
   python -m mist_fairseq.score --task "$SCORE_TASK" "$RUN/generate-test.txt" --ref "$DATA/raw/test.tgt" \
     "${src_arg[@]}" --json "$RUN/scores.json"
 }
+
+static_pseudo_targets() {  # NONE_RUN: writes NONE_RUN/pseudo-train.txt, its dev-chosen model's train-set output
+  local pseudo=$1/pseudo-train.txt
+  if [ ! -e "$pseudo" ]; then
+    fairseq-generate "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --gen-subset train \
+      --batch-size 128 --path "$1/checkpoint_dev_best.pt" > "$pseudo.tmp"
+    mv "$pseudo.tmp" "$pseudo"
+  fi
+}
+
+iterative_decoding() {  # SCORE_TASK RUN...: MIST vs Mask-Predict at 1/3/6 iterations on each run's test set
+  local task=$1 run s it out
+  shift
+  for run in "$@"; do
+    mkdir -p "$run/iter"
+    for s in mist mask-predict; do
+      for it in 1 3 6; do
+        [ "$s$it" = mask-predict1 ] && continue  # one pass is the same decoding for both strategies
+        out=$run/iter/$s-$it.txt
+        [ -e "$out.json" ] && continue
+        fairseq-generate "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --gen-subset test \
+          --batch-size 64 --path "$run/checkpoint_dev_best.pt" --mist-decode-iters "$it" --decode-strategy "$s" \
+          --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$out.tmp"
+        mv "$out.tmp" "$out"
+        python -m mist_fairseq.score --task "$task" "$out" --ref "$DATA/raw/test.tgt" --src "$DATA/raw/test.src" \
+          --no-meteor --json "$out.json"
+      done
+    done
+  done
+}

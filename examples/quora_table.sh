@@ -15,6 +15,7 @@ BASE_SIZE=${BASE_SIZE:-small}                 # baselines: small (3+3 layers, 25
 DOCS=${DOCS:-docs}                            # where the table, plot and comparisons go
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 here=$(dirname "$0")
+source "$here/common.sh"  # static_pseudo_targets, iterative_decoding
 mist_run() {  # MODE [EXTRA]
   [ -e "$ROOT/quora_$1/scores.json" ] && return 0
   MODE=$1 EXTRA=${2:-} RUN=$ROOT/quora_$1 DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS WARMUP=100 INTERVAL=100 BATCH=32 \
@@ -26,35 +27,15 @@ for step in $STEPS; do
     none|dynamic) mist_run "$step" ;;
     static)
       # the static ablation's fixed pseudo targets: the no-mix model's (dev-chosen) output on the train set
-      pseudo=$ROOT/quora_none/pseudo-train.txt
-      if [ ! -e "$pseudo" ]; then
-        fairseq-generate "$DATA/bin" --user-dir mist_fairseq --task mist_nar --gen-subset train --batch-size 128 \
-          --path "$ROOT/quora_none/checkpoint_dev_best.pt" > "$pseudo.tmp"
-        mv "$pseudo.tmp" "$pseudo"
-      fi
-      mist_run static "--static-pseudo-targets $pseudo" ;;
+      static_pseudo_targets "$ROOT/quora_none"
+      mist_run static "--static-pseudo-targets $ROOT/quora_none/pseudo-train.txt" ;;
     ar|nat|cmlm|levt)
       [ -e "$ROOT/baselines_quora/$step/scores.json" ] && continue
       DATA=$DATA RUNS=$ROOT/baselines_quora SYSTEMS=$step SIZE=$BASE_SIZE BUDGET_HOURS=$BUDGET_HOURS MAX_TOKENS=1024 \
         WARMUP=200 INTERVAL=100 bash "$here/baselines/run_baselines.sh" ;;
     decode)
       # Table 6: MIST iterative decoding vs Mask-Predict, 1/3/6 iterations, on both trained models
-      for m in dynamic none; do
-        mkdir -p "$ROOT/quora_$m/iter"
-        for s in mist mask-predict; do
-          for it in 1 3 6; do
-            [ "$s$it" = mask-predict1 ] && continue  # one pass is the same decoding for both strategies
-            out=$ROOT/quora_$m/iter/$s-$it.txt
-            [ -e "$out.json" ] && continue
-            fairseq-generate "$DATA/bin" --user-dir mist_fairseq --task mist_nar --gen-subset test --batch-size 64 \
-              --path "$ROOT/quora_$m/checkpoint_dev_best.pt" --mist-decode-iters "$it" --decode-strategy "$s" \
-              --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$out.tmp"
-            mv "$out.tmp" "$out"
-            python -m mist_fairseq.score --task quora "$out" --ref "$DATA/raw/test.tgt" --src "$DATA/raw/test.src" \
-              --no-meteor --json "$out.json"
-          done
-        done
-      done ;;
+      iterative_decoding quora "$ROOT/quora_dynamic" "$ROOT/quora_none" ;;
     bench)
       # latency of the trained systems, each predicting its own length (the speedup column)
       python benchmarks/latency.py --data "$DATA" --n 200 --batch-sizes 1 16 --threads "$THREADS" \

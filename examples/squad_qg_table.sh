@@ -15,6 +15,7 @@ STEPS=${STEPS:-"prep none dynamic static decode table"}
 DOCS=${DOCS:-docs}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 here=$(dirname "$0")
+source "$here/common.sh"  # static_pseudo_targets, iterative_decoding
 name=squad_$LEVEL
 mist_run() {  # MODE [EXTRA]
   [ -e "$ROOT/${name}_$1/scores.json" ] && return 0
@@ -27,30 +28,12 @@ for step in $STEPS; do
             python -m mist_fairseq.prepare squad-qg --squad-dir "$SQUAD" --level "$LEVEL" --out "$DATA" ;;
     none|dynamic) mist_run "$step" ;;
     static)
-      pseudo=$ROOT/${name}_none/pseudo-train.txt
-      if [ ! -e "$pseudo" ]; then
-        fairseq-generate "$DATA/bin" --user-dir mist_fairseq --task mist_nar --gen-subset train --batch-size 128 \
-          --path "$ROOT/${name}_none/checkpoint_dev_best.pt" > "$pseudo.tmp"
-        mv "$pseudo.tmp" "$pseudo"
-      fi
-      mist_run static "--static-pseudo-targets $pseudo" ;;
+      # the static ablation's fixed pseudo targets: the no-mix model's (dev-chosen) output on the train set
+      static_pseudo_targets "$ROOT/${name}_none"
+      mist_run static "--static-pseudo-targets $ROOT/${name}_none/pseudo-train.txt" ;;
     decode)
-      for m in dynamic none; do
-        mkdir -p "$ROOT/${name}_$m/iter"
-        for s in mist mask-predict; do
-          for it in 1 3 6; do
-            [ "$s$it" = mask-predict1 ] && continue  # one pass is the same decoding for both strategies
-            out=$ROOT/${name}_$m/iter/$s-$it.txt
-            [ -e "$out.json" ] && continue
-            fairseq-generate "$DATA/bin" --user-dir mist_fairseq --task mist_nar --gen-subset test --batch-size 64 \
-              --path "$ROOT/${name}_$m/checkpoint_dev_best.pt" --mist-decode-iters "$it" --decode-strategy "$s" \
-              --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$out.tmp"
-            mv "$out.tmp" "$out"
-            python -m mist_fairseq.score --task squad-qg "$out" --ref "$DATA/raw/test.tgt" --src "$DATA/raw/test.src" \
-              --no-meteor --json "$out.json"
-          done
-        done
-      done ;;
+      # Table 6: MIST iterative decoding vs Mask-Predict, 1/3/6 iterations, on both trained models
+      iterative_decoding squad-qg "$ROOT/${name}_dynamic" "$ROOT/${name}_none" ;;
     table)
       python -m mist_fairseq.score --task squad-qg "$ROOT/${name}_dynamic/generate-test.txt" --ref "$DATA/raw/test.tgt" \
         --src "$DATA/raw/test.src" --compare "$ROOT/${name}_none/generate-test.txt" --json "$DOCS/${name}_mist_vs_none.json"
