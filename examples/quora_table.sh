@@ -3,22 +3,24 @@
 # same wall-time budget on THREADS threads, the checkpoint is chosen by dev BLEU-4, the test set is
 # scored once. Steps are idempotent (a finished step is skipped; an interrupted one resumes from
 # checkpoint_last.pt), so STEPS can be split over several processes. Run from the repository root.
-#   STEPS: prep none dynamic static ar nat cmlm levt decode bench table (in that order when run alone)
+#   STEPS: prep none dynamic static ar nat cmlm levt decode bench table probe (in that order when run alone)
 set -euo pipefail
 RAW=${RAW:-../shared/data/quora}
 ROOT=${ROOT:-$HOME/mist_runs}                 # run folders (outside the repo)
 DATA=${DATA:-$ROOT/data/quora}
 BUDGET_HOURS=${BUDGET_HOURS:-0.3333}          # training wall time per system
+INTERVAL=${INTERVAL:-100}                     # checkpoint (and dev-curve) every INTERVAL updates
 THREADS=${THREADS:-1}                         # torch threads per system (2 systems at a time on 2 cores)
-STEPS=${STEPS:-"prep none dynamic static ar nat cmlm levt decode bench table"}
+STEPS=${STEPS:-"prep none dynamic static ar nat cmlm levt decode bench table probe"}
 BASE_SIZE=${BASE_SIZE:-small}                 # baselines: small (3+3 layers, 256) | base
 DOCS=${DOCS:-docs}                            # where the table, plot and comparisons go
+BENCH=${BENCH:-$DOCS/BENCHMARK_quora_trained.json}  # the speedup column's benchmark (the bench step writes it)
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 here=$(dirname "$0")
 source "$here/common.sh"  # static_pseudo_targets, iterative_decoding
 mist_run() {  # MODE [EXTRA]
   [ -e "$ROOT/quora_$1/scores.json" ] && return 0
-  MODE=$1 EXTRA=${2:-} RUN=$ROOT/quora_$1 DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS WARMUP=100 INTERVAL=100 BATCH=32 \
+  MODE=$1 EXTRA=${2:-} RUN=$ROOT/quora_$1 DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS WARMUP=100 INTERVAL=$INTERVAL BATCH=32 \
     bash "$here/quora.sh"
 }
 for step in $STEPS; do
@@ -32,7 +34,7 @@ for step in $STEPS; do
     ar|nat|cmlm|levt)
       [ -e "$ROOT/baselines_quora/$step/scores.json" ] && continue
       DATA=$DATA RUNS=$ROOT/baselines_quora SYSTEMS=$step SIZE=$BASE_SIZE BUDGET_HOURS=$BUDGET_HOURS MAX_TOKENS=1024 \
-        WARMUP=200 INTERVAL=100 bash "$here/baselines/run_baselines.sh" ;;
+        WARMUP=200 INTERVAL=$INTERVAL bash "$here/baselines/run_baselines.sh" ;;
     decode)
       # Table 6: MIST iterative decoding vs Mask-Predict, 1/3/6 iterations, on both trained models
       iterative_decoding quora "$ROOT/quora_dynamic" "$ROOT/quora_none" ;;
@@ -62,7 +64,14 @@ for step in $STEPS; do
       python -m mist_fairseq.dev_select "$ROOT/quora_dynamic" "$ROOT/quora_none" --data "$DATA" --task quora \
         --labels "MIST" "no mixing" --plot "$DOCS/quora_convergence.png"
       python "$here/collect_table.py" --root "$ROOT" --dataset quora \
-        --bench "$DOCS/BENCHMARK_quora_trained.json" --out "$DOCS/quora_table.md" ;;
+        --bench "$BENCH" --out "$DOCS/quora_table.md" ;;
+    probe)
+      # what each dev-chosen model does with a pseudo target, on dev (why MIST helps or not)
+      ckpts=()
+      for m in none dynamic static; do
+        [ -e "$ROOT/quora_$m/checkpoint_dev_best.pt" ] && ckpts+=("$ROOT/quora_$m/checkpoint_dev_best.pt")
+      done
+      python -m mist_fairseq.probe "${ckpts[@]}" --data-bin "$DATA/bin" --json "$DOCS/quora_probe.json" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

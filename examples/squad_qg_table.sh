@@ -10,6 +10,7 @@ ROOT=${ROOT:-$HOME/mist_runs}
 DATA=${DATA:-$ROOT/data/squad_$LEVEL}
 BUDGET_HOURS=${BUDGET_HOURS:-0.1667}
 DEV_SHARDS=${DEV_SHARDS:-5}                   # checkpoint choice on 1/5 of the 10,570 dev questions (speed)
+INTERVAL=${INTERVAL:-100}                     # checkpoint (and dev-curve) every INTERVAL updates
 THREADS=${THREADS:-1}
 STEPS=${STEPS:-"prep none dynamic static decode table"}
 DOCS=${DOCS:-docs}
@@ -20,7 +21,7 @@ name=squad_$LEVEL
 mist_run() {  # MODE [EXTRA]
   [ -e "$ROOT/${name}_$1/scores.json" ] && return 0
   MODE=$1 EXTRA=${2:-} RUN=$ROOT/${name}_$1 DATA=$DATA LEVEL=$LEVEL BUDGET_HOURS=$BUDGET_HOURS DEV_SHARDS=$DEV_SHARDS WARMUP=100 \
-    INTERVAL=100 BATCH=32 bash "$here/squad_qg.sh"
+    INTERVAL=$INTERVAL BATCH=32 bash "$here/squad_qg.sh"
 }
 for step in $STEPS; do
   case $step in

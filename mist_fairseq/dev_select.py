@@ -9,7 +9,9 @@ decoded on ``--subset`` (default valid) with ``fairseq-generate`` (arguments aft
 on; default: this plugin's ``mist_nar`` task), scored against DATA/raw/<subset>.tgt by
 ``mist_fairseq.score`` (BLEU-4; ROUGE-L for xsum; no METEOR, for speed), and the best one is
 hard-linked as ``RUN/checkpoint_dev_best.pt``. Results go to ``RUN/dev_curve.json`` (updates,
-cumulative training hours from the checkpoint, score); decoded files are cached in ``RUN/dev/``, so a
+cumulative training hours from the checkpoint, score) and, when ``RUN/train.log`` holds Fairseq's
+``simple`` training log, the logged first-pass token accuracy ``pred_acc`` by update (the quality of
+MIST's pseudo target; plotted as a third panel); decoded files are cached in ``RUN/dev/``, so a
 rerun after more training only decodes the new checkpoints. Test data is never read.
 """
 
@@ -24,6 +26,7 @@ from typing import Dict, List
 from mist_fairseq import score as scorer
 
 _INTERVAL = re.compile(r"^checkpoint_\d+_(\d+)\.pt$")
+_TRAIN_INNER = re.compile(r"\| train_inner \|.*?pred_acc=([\d.]+).*?num_updates=(\d+)")
 USER_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -80,6 +83,22 @@ def read_by_id(path: str) -> Dict[int, str]:
     return found["D"] or found["H"]
 
 
+def train_curve(run: str) -> List[Dict]:
+    """[{"updates", "pred_acc"}] from the ``train_inner`` lines of RUN/train.log (Fairseq's simple log
+    format; the mean over each log interval), sorted by updates; [] without a log. A resumed run
+    appends to the log: a later line for the same update replaces the earlier one."""
+    path = os.path.join(run, "train.log")
+    if not os.path.exists(path):
+        return []
+    points = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = _TRAIN_INNER.search(line)
+            if m:
+                points[int(m.group(2))] = float(m.group(1))
+    return [{"updates": u, "pred_acc": a} for u, a in sorted(points.items())]
+
+
 def evaluate_run(run: str, args, gen_args: List[str]) -> List[Dict]:
     refs = scorer.read_lines(os.path.join(args.data, "raw", f"{args.subset}.tgt"))
     src_path = os.path.join(args.data, "raw", f"{args.subset}.src")
@@ -121,11 +140,14 @@ def evaluate_run(run: str, args, gen_args: List[str]) -> List[Dict]:
         os.link(os.path.join(run, best["checkpoint"]), tmp)  # a hard link survives Fairseq's pruning
     os.replace(tmp, link)
     scorer.write_json(os.path.join(run, "dev_curve.json"),
-                      {"subset": args.subset, "metric": metric, "best": best, "points": rows})
+                      {"subset": args.subset, "metric": metric, "best": best, "points": rows,
+                        "train_pred_acc": train_curve(run)})
     return rows
 
 
-def plot(curves: Dict[str, List[Dict]], path: str) -> None:
+def plot(curves: Dict[str, List[Dict]], path: str, train: Dict[str, List[Dict]] = None) -> None:
+    """Dev score by updates and by training time; a third panel with the training log's first-pass
+    token accuracy by updates when any run has one (``train``: name -> :func:`train_curve`)."""
     import logging
 
     import matplotlib
@@ -134,7 +156,8 @@ def plot(curves: Dict[str, List[Dict]], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    train = {k: v for k, v in (train or {}).items() if v}
+    fig, axes = plt.subplots(1, 3 if train else 2, figsize=(15 if train else 10, 4))
     for name, rows in curves.items():
         rows = sorted(rows, key=lambda r: r["updates"])
         axes[0].plot([r["updates"] for r in rows], [r["score"] for r in rows], marker="o", label=name)
@@ -143,6 +166,12 @@ def plot(curves: Dict[str, List[Dict]], path: str) -> None:
     for ax, xlabel in zip(axes, ("updates", "training wall time (min)")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"dev {metric}")
+    if train:
+        for name, points in train.items():
+            axes[2].plot([p["updates"] for p in points], [p["pred_acc"] for p in points], label=name)
+        axes[2].set_xlabel("updates")
+        axes[2].set_ylabel("train first-pass token accuracy % (pseudo target)")
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -174,17 +203,18 @@ def main(argv=None):
         p.error("--subset test: checkpoints are chosen on dev data; score the test set once, afterwards")
     if args.labels and len(args.labels) != len(args.runs):
         p.error(f"--labels: {len(args.labels)} names for {len(args.runs)} runs")
-    curves = {}
+    curves, train = {}, {}
     for i, run in enumerate(args.runs):
         if not os.path.isdir(run):
             sys.exit(f"error: {run}: no such run folder")
+        name = args.labels[i] if args.labels else os.path.basename(os.path.normpath(run))
+        train[name] = train_curve(run)
         try:
-            curves[args.labels[i] if args.labels else os.path.basename(os.path.normpath(run))] = \
-                evaluate_run(run, args, gen_args)
+            curves[name] = evaluate_run(run, args, gen_args)
         except scorer.ScoreError as e:
             sys.exit(f"error: {run}: {e}")
     if args.plot:
-        plot(curves, args.plot)
+        plot(curves, args.plot, train)
 
 
 if __name__ == "__main__":

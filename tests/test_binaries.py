@@ -190,12 +190,16 @@ def test_dev_select_scores_every_checkpoint_and_links_the_best(data, tmp_path):
     import json
 
     ck = tmp_path / "ck"
-    train(data / "bin", ck, "--save-interval-updates", "2", "--keep-interval-updates", "-1",
-          "--disable-validation", updates=4)
+    run = train(data / "bin", ck, "--save-interval-updates", "2", "--keep-interval-updates", "-1",
+                "--disable-validation", updates=4)
+    (ck / "train.log").write_text(run.stdout + run.stderr)  # what the examples' `tee` keeps
     args = [str(ck), "--data", str(data), "--task", "quora", "--batch-size", "5", "--plot", str(tmp_path / "c.png")]
     python_cli("mist_fairseq.dev_select", *args)
     curve = json.loads((ck / "dev_curve.json").read_text())
     assert [p["updates"] for p in curve["points"]] == [2, 4]  # checkpoint_last (4) is not scored twice
+    # the logged first-pass accuracy (MIST's pseudo-target quality), one point per logged update
+    assert [p["updates"] for p in curve["train_pred_acc"]] == [1, 2, 3, 4]
+    assert all(0 <= p["pred_acc"] <= 100 for p in curve["train_pred_acc"])
     assert all(p["metric"] == "BLEU-4" and p["train_hours"] > 0 for p in curve["points"])
     best = curve["best"]
     assert best["score"] == max(p["score"] for p in curve["points"])
@@ -212,4 +216,14 @@ def test_dev_select_scores_every_checkpoint_and_links_the_best(data, tmp_path):
     assert 0 < len(re.findall(r"^D-", shard.read_text(), re.M)) < 16
     # the test split is never used for choosing
     bad = python_cli("mist_fairseq.dev_select", *args, "--subset", "test", check=False)
+    assert bad.returncode != 0 and "dev data" in bad.stderr
+    # the pseudo-target probe reads the same checkpoints on dev (and refuses the test split)
+    probe = tmp_path / "probe.json"
+    python_cli("mist_fairseq.probe", str(ck / "checkpoint_1_2.pt"), "--data-bin", str(data / "bin"),
+               "--batch-size", "5", "--json", str(probe))
+    r = json.loads(probe.read_text())[str(ck / "checkpoint_1_2.pt")]
+    assert r["sentences"] == 16 and r["tokens"] == sum(len(t.split()) for t in (data / "tok" / "valid.tgt").open()) + 16
+    assert 0 <= r["mixed_acc_where_pseudo_wrong"] <= 100 and r["glanced_scored"] <= r["tokens"]
+    bad = python_cli("mist_fairseq.probe", str(ck / "checkpoint_1_2.pt"), "--data-bin", str(data / "bin"),
+                     "--subset", "test", check=False)
     assert bad.returncode != 0 and "dev data" in bad.stderr
