@@ -20,17 +20,13 @@ Prints one line per checkpoint and writes all numbers as JSON with ``--json``.
 """
 
 import argparse
-import json
 import os
 import sys
 from typing import Dict
 
 import torch
 
-
-def _acc(pred, gold, where):
-    n = int(where.sum())
-    return (100.0 * int(((pred == gold) & where).sum()) / n) if n else float("nan")
+from mist_fairseq import score as scorer
 
 
 @torch.no_grad()
@@ -58,8 +54,7 @@ def probe_batch(model, src: torch.Tensor, gold: torch.Tensor, glat_ratio: float)
         out[f"glanced_{name}_correct"] = int((lprobs.argmax(-1) == gold[scored]).sum())
         out[f"glanced_{name}_nll_sum"] = float(-lprobs.gather(1, gold[scored].unsqueeze(1)).sum())
     out.update(
-        tokens=int(real.sum()), scored=int(scored.sum()), pseudo_right=int(right.sum()),
-        first_pass_correct=int(right.sum()),
+        tokens=int(real.sum()), scored=int(scored.sum()), pseudo_right=int(right.sum()),  # = first pass correct
         mixed_correct=int(((mixed_pred == gold) & real).sum()),
         mixed_correct_where_right=int(((mixed_pred == gold) & right).sum()),
         mixed_correct_where_wrong=int(((mixed_pred == gold) & real & ~right).sum()),
@@ -74,7 +69,7 @@ def finish(c: Dict[str, float]) -> Dict[str, float]:
     wrong = c["tokens"] - c["pseudo_right"]
     return {
         "tokens": c["tokens"],
-        "first_pass_acc": pct(c["first_pass_correct"], c["tokens"]),
+        "first_pass_acc": pct(c["pseudo_right"], c["tokens"]),
         "mixed_acc": pct(c["mixed_correct"], c["tokens"]),
         "mixed_acc_where_pseudo_right": pct(c["mixed_correct_where_right"], c["pseudo_right"]),
         "mixed_acc_where_pseudo_wrong": pct(c["mixed_correct_where_wrong"], wrong),
@@ -90,9 +85,7 @@ def finish(c: Dict[str, float]) -> Dict[str, float]:
 
 def probe_checkpoint(path: str, data_bin: str, subset: str, batch_size: int, max_sentences: int,
                      glat_ratio: float, seed: int) -> Dict[str, float]:
-    from fairseq import checkpoint_utils
-
-    import mist_fairseq  # noqa: F401  (registers the task/model; allow-lists checkpoint classes)
+    from fairseq import checkpoint_utils  # the mist_fairseq package, imported above, registers the task/model
 
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": data_bin})
     model = models[0].eval()
@@ -144,10 +137,7 @@ def main(argv=None):
               f"glanced plain {r['glanced_plain_acc']:.1f}% / {r['glanced_plain_nll']:.2f} nats, "
               f"mixed {r['glanced_mixed_acc']:.1f}% / {r['glanced_mixed_nll']:.2f}", flush=True)
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(tmp, args.json)
+        scorer.write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ def test_probe_counts_are_consistent(tiny_model, small_dict):
     c = probe_batch(tiny_model.eval(), src, tgt, glat_ratio=0.5)
     real = tgt.ne(small_dict.pad())
     assert c["tokens"] == int(real.sum())
-    assert c["pseudo_right"] == c["first_pass_correct"] <= c["tokens"]
+    assert c["pseudo_right"] <= c["tokens"]
     # accuracy split by where the pseudo target was right adds up to the overall mixed accuracy
     assert c["mixed_correct_where_right"] + c["mixed_correct_where_wrong"] == c["mixed_correct"]
     assert c["mixed_correct_where_right"] <= c["pseudo_right"]
@@ -31,7 +31,7 @@ def test_probe_counts_are_consistent(tiny_model, small_dict):
 
 
 def test_finish_turns_counts_into_percentages():
-    c = dict(tokens=10, scored=4, pseudo_right=6, first_pass_correct=6, mixed_correct=7, mixed_correct_where_right=6,
+    c = dict(tokens=10, scored=4, pseudo_right=6, mixed_correct=7, mixed_correct_where_right=6,
              mixed_correct_where_wrong=1, mixed_kept=8, oracle_correct=10, glanced_plain_correct=1,
              glanced_mixed_correct=3, glanced_plain_nll_sum=8.0, glanced_mixed_nll_sum=2.0)
     r = finish(c)
