@@ -64,3 +64,21 @@ iterative_decoding() {  # SCORE_TASK RUN...: MIST vs Mask-Predict at 1/3/6 itera
     done
   done
 }
+
+compare_at_equal_updates() {  # SCORE_TASK MIST_RUN NONE_RUN JSON_PREFIX
+  # test BLEU of both runs at the last interval checkpoint both saved, with the paired bootstrap
+  # (equal updates, where the equal-time table gives MIST fewer): writes JSON_PREFIX_at_U_updates.json
+  local task=$1 a=$2 b=$3 prefix=$4 u run out
+  u=$(comm -12 <(ls "$a" | sed -n 's/^checkpoint_[0-9]*_\([0-9]*\)\.pt$/\1/p' | sort) \
+               <(ls "$b" | sed -n 's/^checkpoint_[0-9]*_\([0-9]*\)\.pt$/\1/p' | sort) | sort -n | tail -n 1)
+  if [ -z "$u" ]; then echo "no interval checkpoint common to $a and $b: no equal-update comparison" >&2; return 0; fi
+  for run in "$a" "$b"; do
+    out=$run/generate-test-at-$u.txt
+    [ -e "$out" ] && continue
+    fairseq-generate "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --gen-subset test --batch-size 64 \
+      --path "$(ls "$run"/checkpoint_*_"$u".pt)" --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$out.tmp"
+    mv "$out.tmp" "$out"
+  done
+  python -m mist_fairseq.score --task "$task" "$a/generate-test-at-$u.txt" --ref "$DATA/raw/test.tgt" \
+    --src "$DATA/raw/test.src" --compare "$b/generate-test-at-$u.txt" --no-meteor --json "${prefix}_at_${u}_updates.json"
+}

@@ -17,7 +17,7 @@ DOCS=${DOCS:-docs}                            # where the table, plot and compar
 BENCH=${BENCH:-$DOCS/BENCHMARK_quora_trained.json}  # the speedup column's benchmark (the bench step writes it)
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 here=$(dirname "$0")
-source "$here/common.sh"  # static_pseudo_targets, iterative_decoding
+source "$here/common.sh"  # static_pseudo_targets, iterative_decoding, compare_at_equal_updates
 mist_run() {  # MODE [EXTRA]
   [ -e "$ROOT/quora_$1/scores.json" ] && return 0
   MODE=$1 EXTRA=${2:-} RUN=$ROOT/quora_$1 DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS WARMUP=100 INTERVAL=$INTERVAL BATCH=32 \
@@ -48,19 +48,7 @@ for step in $STEPS; do
         --src "$DATA/raw/test.src" --json "$ROOT/quora_copy_source.json"
       python -m mist_fairseq.score --task quora "$ROOT/quora_dynamic/generate-test.txt" --ref "$DATA/raw/test.tgt" \
         --src "$DATA/raw/test.src" --compare "$ROOT/quora_none/generate-test.txt" --json "$DOCS/quora_mist_vs_none.json"
-      # the same comparison at equal updates: the last interval checkpoint both runs saved
-      u=$(comm -12 <(ls "$ROOT/quora_dynamic" | sed -n 's/^checkpoint_[0-9]*_\([0-9]*\)\.pt$/\1/p' | sort) \
-                   <(ls "$ROOT/quora_none" | sed -n 's/^checkpoint_[0-9]*_\([0-9]*\)\.pt$/\1/p' | sort) | sort -n | tail -n 1)
-      for m in dynamic none; do
-        out=$ROOT/quora_$m/generate-test-at-$u.txt
-        [ -e "$out" ] && continue
-        fairseq-generate "$DATA/bin" --user-dir mist_fairseq --task mist_nar --gen-subset test --batch-size 64 \
-          --path "$(ls "$ROOT"/quora_$m/checkpoint_*_"$u".pt)" --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$out.tmp"
-        mv "$out.tmp" "$out"
-      done
-      python -m mist_fairseq.score --task quora "$ROOT/quora_dynamic/generate-test-at-$u.txt" --ref "$DATA/raw/test.tgt" \
-        --src "$DATA/raw/test.src" --compare "$ROOT/quora_none/generate-test-at-$u.txt" --no-meteor \
-        --json "$DOCS/quora_mist_vs_none_at_${u}_updates.json"
+      compare_at_equal_updates quora "$ROOT/quora_dynamic" "$ROOT/quora_none" "$DOCS/quora_mist_vs_none"
       python -m mist_fairseq.dev_select "$ROOT/quora_dynamic" "$ROOT/quora_none" --data "$DATA" --task quora \
         --labels "MIST" "no mixing" --plot "$DOCS/quora_convergence.png"
       python "$here/collect_table.py" --root "$ROOT" --dataset quora \

@@ -84,7 +84,7 @@ def finish(c: Dict[str, float]) -> Dict[str, float]:
 
 
 def probe_checkpoint(path: str, data_bin: str, subset: str, batch_size: int, max_sentences: int,
-                     glat_ratio: float, seed: int) -> Dict[str, float]:
+                     glat_ratio: float, seed: int, shards: int = 1) -> Dict[str, float]:
     from fairseq import checkpoint_utils  # the mist_fairseq package, imported above, registers the task/model
 
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": data_bin})
@@ -93,7 +93,8 @@ def probe_checkpoint(path: str, data_bin: str, subset: str, batch_size: int, max
         raise ValueError(f"{path}: not a mist_nar checkpoint (arch {type(model).__name__})")
     task.load_dataset(subset)
     itr = task.get_batch_iterator(dataset=task.dataset(subset), max_sentences=batch_size,
-                                  max_positions=model.max_positions()).next_epoch_itr(shuffle=False)
+                                  max_positions=model.max_positions(), num_shards=shards,
+                                  shard_id=0).next_epoch_itr(shuffle=False)
     torch.manual_seed(seed)  # the glancing positions
     counts, seen = {}, 0
     for sample in itr:
@@ -114,7 +115,12 @@ def main(argv=None):
     p.add_argument("--data-bin", required=True, help="binarized data (a `prepare` output's bin/)")
     p.add_argument("--subset", default="valid", help="split to probe (never the test split)")
     p.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
-    p.add_argument("--max-sentences", type=int, default=0, help="stop after about this many sentences (0: all)")
+    p.add_argument("--max-sentences", type=int, default=0,
+                   help="stop after about this many sentences (0: all); batches come shortest first, so this "
+                        "probes short sentences only: for a subset over all lengths use --shards")
+    p.add_argument("--shards", type=int, default=1,
+                   help="probe only the first of this many Fairseq batch shards (every N-th length-sorted batch), "
+                        "like dev_select --dev-shards")
     p.add_argument("--glat-ratio", type=float, default=0.5, help="glancing ratio of the probed GLAT input")
     p.add_argument("--seed", type=int, default=1, help="seed of the glancing positions")
     p.add_argument("--json", help="write {checkpoint: numbers} here")
@@ -127,7 +133,7 @@ def main(argv=None):
             sys.exit(f"error: {ck}: no such checkpoint")
         try:
             r = probe_checkpoint(ck, args.data_bin, args.subset, args.batch_size, args.max_sentences,
-                                 args.glat_ratio, args.seed)
+                                 args.glat_ratio, args.seed, args.shards)
         except (ValueError, FileNotFoundError) as e:
             sys.exit(f"error: {e}")
         results[ck] = r

@@ -224,6 +224,12 @@ def test_dev_select_scores_every_checkpoint_and_links_the_best(data, tmp_path):
     r = json.loads(probe.read_text())[str(ck / "checkpoint_1_2.pt")]
     assert r["sentences"] == 16 and r["tokens"] == sum(len(t.split()) for t in (data / "tok" / "valid.tgt").open()) + 16
     assert 0 <= r["mixed_acc_where_pseudo_wrong"] <= 100 and r["glanced_scored"] <= r["tokens"]
+    # 16 dev sentences in length-sorted batches of 5, 5, 5, 1: the first of 2 shards holds batches 1 and 3;
+    # --max-sentences stops after the batch that reaches it
+    for flag, value, expected in (("--shards", "2", 10), ("--max-sentences", "3", 5)):
+        python_cli("mist_fairseq.probe", str(ck / "checkpoint_1_2.pt"), "--data-bin", str(data / "bin"),
+                   "--batch-size", "5", flag, value, "--json", str(probe))
+        assert json.loads(probe.read_text())[str(ck / "checkpoint_1_2.pt")]["sentences"] == expected, flag
     bad = python_cli("mist_fairseq.probe", str(ck / "checkpoint_1_2.pt"), "--data-bin", str(data / "bin"),
                      "--subset", "test", check=False)
     assert bad.returncode != 0 and "dev data" in bad.stderr
