@@ -125,6 +125,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1, help="seed of the glancing positions")
     p.add_argument("--json", help="write {checkpoint: numbers} here")
     args = p.parse_args(argv)
+    if args.shards < 1:
+        p.error(f"--shards {args.shards}: give 1 (all of the split) or more")
     if args.subset == "test":
         p.error("--subset test: probe on dev data; the test set is scored once, for the tables")
     results = {}

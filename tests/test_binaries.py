@@ -233,3 +233,6 @@ def test_dev_select_scores_every_checkpoint_and_links_the_best(data, tmp_path):
     bad = python_cli("mist_fairseq.probe", str(ck / "checkpoint_1_2.pt"), "--data-bin", str(data / "bin"),
                      "--subset", "test", check=False)
     assert bad.returncode != 0 and "dev data" in bad.stderr
+    bad = python_cli("mist_fairseq.probe", str(ck / "checkpoint_1_2.pt"), "--data-bin", str(data / "bin"),
+                     "--shards", "0", check=False)
+    assert bad.returncode != 0 and "--shards 0" in bad.stderr
