@@ -1,27 +1,56 @@
 # Sourced by the per-dataset scripts: train (resumable), generate the test set, score it.
-# Reads DATA RUN MODE ARCH PRETRAINED LR BATCH UPDATES WARMUP INTERVAL GEN_BATCH SCORE_TASK EXTRA, and
-# BUDGET_HOURS (> 0: stop after that much cumulative training wall time, kept across resumes; every
-# INTERVAL-update checkpoint is kept and the test checkpoint is the one with the best dev BLEU-4).
+# Reads DATA RUN MODE ARCH PRETRAINED LR BATCH UPDATES WARMUP INTERVAL GEN_BATCH SCORE_TASK EXTRA RECIPE, and
+# BUDGET_HOURS (> 0: stop after that much cumulative training wall time, kept across resumes) or
+# DEV_SELECT=1: in both cases every INTERVAL-update checkpoint is kept and the test checkpoint is the one
+# with the best dev BLEU-4 (otherwise: the best validation loss).
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+authors_recipe() {  # LR WARMUP: sets RECIPE_ARGS to the authors' recipe with that peak lr and warm-up
+  RECIPE_ARGS=(--optimizer adam --adam-betas '(0.9, 0.999)' --adam-eps 1e-8 --weight-decay 0.01
+    --lr "$1" --lr-scheduler polynomial_decay --warmup-updates "$2" --total-num-update "$UPDATES"
+    --end-learning-rate 0 --power 1 --dropout 0.1 --attention-dropout 0.1 --length-loss-factor 1)
+}
+
+recipe_args() {  # sets the array RECIPE_ARGS: the optimisation recipe RECIPE (reads LR WARMUP UPDATES)
+  case ${RECIPE:-plugin} in
+    # this plugin's CPU recipe: Adam, LR peak after WARMUP then inverse square root, no attention
+    # dropout, length loss weight 0.1, output projection tied to the word embeddings
+    plugin) RECIPE_ARGS=(--optimizer adam --adam-betas '(0.9, 0.999)' --lr "$LR" --lr-scheduler inverse_sqrt
+              --warmup-updates "$WARMUP" --attention-dropout 0 --length-loss-factor 0.1 --tie-output-embeddings) ;;
+    # the authors' recipe (kongds/MIST train.py): AdamW (Fairseq's adam decays weights decoupled, on all
+    # parameters; theirs exempts biases and LayerNorm), weight decay 0.01, lr 3e-5, 500 warm-up updates then
+    # linear decay to 0 at UPDATES, dropout and attention dropout 0.1, length loss weight 1, output
+    # projection untied (the model's default). Batch 64 is the caller's BATCH.
+    authors) authors_recipe 3e-5 500 ;;
+    # the same with the peak lr and warm-up of a CPU budget of a few hundred updates (LR, WARMUP): at
+    # lr 3e-5 with 500 warm-up updates, 300 updates train nothing (docs/RESULTS.md, faithful-MIST ablation)
+    authors-cpu) authors_recipe "$LR" "$WARMUP" ;;
+    *) echo "unknown RECIPE=$RECIPE (plugin | authors | authors-cpu)" >&2; return 2 ;;
+  esac
+}
 
 train_generate_score() {
   mkdir -p "$RUN"
+  recipe_args
   local budget=(--validate-interval-updates "$INTERVAL" --best-checkpoint-metric loss --keep-interval-updates 2)
+  local dev_select=${DEV_SELECT:-0}
   if [ "${BUDGET_HOURS:-0}" != 0 ]; then
     # validation loss is not comparable across mix modes and costs budget: choose by dev BLEU afterwards
     budget=(--stop-time-hours "$BUDGET_HOURS" --disable-validation --keep-interval-updates -1)
+    dev_select=1
+  elif [ "$dev_select" = 1 ]; then
+    budget=(--disable-validation --keep-interval-updates -1)
   fi
   # shellcheck disable=SC2086
   [ -e "$RUN/train.done" ] || fairseq-train "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --arch "$ARCH" \
-    --criterion mist --mix-mode "$MODE" --pretrained-encoder "$PRETRAINED" $EXTRA \
-    --optimizer adam --adam-betas '(0.9, 0.999)' --lr "$LR" --lr-scheduler inverse_sqrt --warmup-updates "$WARMUP" \
-    --clip-norm 1.0 --attention-dropout 0 --batch-size "$BATCH" --max-update "$UPDATES" \
+    --criterion mist --mix-mode "$MODE" --pretrained-encoder "$PRETRAINED" $EXTRA "${RECIPE_ARGS[@]}" \
+    --clip-norm 1.0 --batch-size "$BATCH" --max-update "$UPDATES" \
     --save-dir "$RUN" --save-interval-updates "$INTERVAL" --no-epoch-checkpoints "${budget[@]}" \
-    --log-format simple --log-interval 50 --num-workers 0 2>&1 | tee -a "$RUN/train.log"
+    --log-format simple --log-interval "${LOG_INTERVAL:-50}" --num-workers 0 2>&1 | tee -a "$RUN/train.log"
   # a finished budgeted run is not resumed again (resuming would add an update past the budget)
   [ "${BUDGET_HOURS:-0}" = 0 ] || touch "$RUN/train.done"
   local ckpt="$RUN/checkpoint_best.pt"
-  if [ "${BUDGET_HOURS:-0}" != 0 ]; then
+  if [ "$dev_select" = 1 ]; then
     python -m mist_fairseq.dev_select "$RUN" --data "$DATA" --task "$SCORE_TASK" --dev-shards "${DEV_SHARDS:-1}"
     ckpt="$RUN/checkpoint_dev_best.pt"
   fi

@@ -54,6 +54,24 @@ def test_train_generate_every_sentence(data, tmp_path):
     assert len(detok) == N_TEST and not any("##" in d for d in detok)
 
 
+def test_earlier_criterion_variant_and_older_checkpoints(data, tmp_path):
+    """The earlier criterion stays selectable from the command line, and a checkpoint written before
+    --tie-output-embeddings existed (tied, no such key in its config) still loads and generates."""
+    import torch
+
+    out = train(data / "bin", tmp_path / "ck", "--pseudo-from", "masked", "--score-positions", "masked",
+                "--glat-hamming", "first", "--tie-output-embeddings", "--length-loss-factor", "0.1", updates=2)
+    assert "pseudo_acc" in out.stdout + out.stderr
+    ck = tmp_path / "ck" / "checkpoint_last.pt"
+    state = torch.load(ck, map_location="cpu", weights_only=True)
+    assert state["cfg"]["criterion"]["pseudo_from"] == "masked" and state["cfg"]["model"]["tie_output_embeddings"]
+    new_hyps = hypotheses(generate(data / "bin", ck).stdout)
+    del state["cfg"]["model"]["tie_output_embeddings"]
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    assert hypotheses(generate(data / "bin", old).stdout) == new_hyps
+
+
 def test_kill_and_resume_continues_the_update_count(data, tmp_path):
     """A training process killed mid-run resumes from checkpoint_last.pt with its update count."""
     import signal
@@ -223,7 +241,13 @@ def test_dev_select_scores_every_checkpoint_and_links_the_best(data, tmp_path):
                "--batch-size", "5", "--json", str(probe))
     r = json.loads(probe.read_text())[str(ck / "checkpoint_1_2.pt")]
     assert r["sentences"] == 16 and r["tokens"] == sum(len(t.split()) for t in (data / "tok" / "valid.tgt").open()) + 16
-    assert 0 <= r["mixed_acc_where_pseudo_wrong"] <= 100 and r["glanced_scored"] <= r["tokens"]
+    assert 0 <= r["fix_rate"] <= 100 and r["glanced_scored"] <= r["tokens"]
+    assert r["oracle_gap_acc"] == pytest.approx(r["mixed_acc_gold"] - r["mixed_acc_own"])
+    # BLEU of the decoded text against data/raw/valid.tgt (found next to --data-bin)
+    assert r["oracle_gap_bleu"] == pytest.approx(r["mixed_bleu_gold"] - r["mixed_bleu_own"])
+    assert all(0 <= r[k] <= 100 for k in ("first_pass_bleu", "decode_1pass_bleu", "decode_mist2_bleu"))
+    help_text = python_cli("mist_fairseq.probe", "--help").stdout
+    assert "oracle gap" in help_text and "shuffled" in help_text
     # 16 dev sentences in length-sorted batches of 5, 5, 5, 1: the first of 2 shards holds batches 1 and 3;
     # --max-sentences stops after the batch that reaches it
     for flag, value, expected in (("--shards", "2", 10), ("--max-sentences", "3", 5)):

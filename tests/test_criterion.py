@@ -14,7 +14,8 @@ PAD, MASK = 0, 7
 
 def make_criterion(model_dict, **over):
     kw = dict(label_smoothing=0.1, length_loss_factor=0.1, mist_loss_factor=1.0, mix_mode="dynamic",
-              glat_ratio=0.5, glat_ratio_end=None, glat_anneal_updates=0, glat_hamming="first")
+              glat_ratio=0.5, glat_ratio_end=None, glat_anneal_updates=0, glat_hamming="first",
+              pseudo_from="glanced", score_positions="all")
     kw.update(over)
     task = SimpleNamespace(cfg=SimpleNamespace(static_pseudo_targets=None), source_dictionary=model_dict,
                            target_dictionary=model_dict)
@@ -89,7 +90,7 @@ def test_mist_loss_has_no_gradient_path_through_the_pseudo_target(tiny_model, sm
     d = small_dict
     src, tgt = toy_batch(d)
     model = tiny_model.eval()  # no dropout: the two computations must be identical
-    crit = make_criterion(d, glat_ratio=0.0, label_smoothing=0.0)
+    crit = make_criterion(d, glat_ratio=0.0, label_smoothing=0.0, pseudo_from="masked")
     outputs, _ = crit.mist_outputs(model, make_sample(src, tgt))
     assert not outputs["mist"]["out"].grad_fn is None
     model.zero_grad()
@@ -188,3 +189,115 @@ def test_label_smoothing_changes_the_token_loss(tiny_model, small_dict):
     _, _, smooth = make_criterion(small_dict, label_smoothing=0.1)(tiny_model, make_sample(src, tgt))
     assert plain["nll_loss"] == pytest.approx(smooth["nll_loss"])  # same NLL, different objective
     assert plain["word_ins-loss"] != pytest.approx(smooth["word_ins-loss"])
+
+
+def test_defaults_are_the_authors_method():
+    from mist_fairseq.criterions.mist import MistCriterionConfig
+    from mist_fairseq.models.mist_nar import MistNARConfig
+
+    c = MistCriterionConfig()
+    assert (c.pseudo_from, c.score_positions, c.glat_hamming, c.glat_ratio) == ("glanced", "all", "mixed", 0.5)
+    assert (c.length_loss_factor, c.mist_loss_factor, c.mix_mode) == (1.0, 1.0, "dynamic")
+    assert MistNARConfig().tie_output_embeddings is False
+
+
+class Recorder:
+    """Wraps a model's decode_target/mix_source and records (input, positions, logits) / pseudo."""
+
+    def __init__(self, model):
+        self.model, self.calls, self.pseudos = model, [], []
+        dec, mix = model.decode_target, model.mix_source
+
+        def decode_target(state, tgt, positions=None):
+            out = dec(state, tgt, positions)
+            self.calls.append((tgt.clone(), positions, out.detach()))
+            return out
+
+        def mix_source(pseudo, src):
+            self.pseudos.append(pseudo.clone())
+            return mix(pseudo, src)
+
+        model.decode_target, model.mix_source = decode_target, mix_source
+
+    def undo(self):
+        del self.model.decode_target, self.model.mix_source
+
+
+def argmax_at(logits, positions, pad):
+    out = torch.full(positions.shape, pad)
+    out[positions] = logits.argmax(-1)
+    return out
+
+
+@pytest.mark.parametrize("pseudo_from", ["glanced", "masked"])
+def test_pseudo_target_comes_from_the_chosen_pass(tiny_model, small_dict, pseudo_from):
+    """glanced: Y_p = argmax of the graded pass over the glanced Y_M at every real position;
+    masked: Y_p = argmax of the no-grad all-[MASK] pass."""
+    src, tgt = toy_batch(small_dict, n=32)
+    model = tiny_model.train()  # glancing on (the tiny config has no dropout)
+    real = tgt.ne(PAD)
+    rec = Recorder(model)
+    try:
+        torch.manual_seed(1)
+        make_criterion(small_dict, pseudo_from=pseudo_from)(model, make_sample(src, tgt))
+    finally:
+        rec.undo()
+    (masked_in, masked_pos, masked_logits), (glanced_in, glanced_pos, glanced_logits) = rec.calls[:2]
+    assert masked_in[real].eq(MASK).all() and not glanced_in[real].eq(MASK).all()  # gold revealed
+    draft = argmax_at(masked_logits, masked_pos, PAD)
+    assert torch.equal(glanced_pos, real)  # every real position is scored (and projected)
+    pseudo = rec.pseudos[-1]
+    if pseudo_from == "glanced":
+        glanced_draft = argmax_at(glanced_logits, real, PAD)
+        assert not torch.equal(glanced_draft, draft)  # the two choices differ on this batch
+        assert torch.equal(pseudo, glanced_draft)
+    else:
+        assert torch.equal(pseudo, draft)
+
+
+@pytest.mark.parametrize("score_positions", ["all", "masked"])
+def test_score_positions_choose_which_targets_carry_loss(tiny_model, small_dict, score_positions):
+    src, tgt = toy_batch(small_dict, n=32)
+    model = tiny_model.train()
+    real = tgt.ne(PAD)
+    rec = Recorder(model)
+    try:
+        torch.manual_seed(1)
+        outputs, extras = make_criterion(small_dict, score_positions=score_positions) \
+            .mist_outputs(model, make_sample(src, tgt))
+    finally:
+        rec.undo()
+    glanced_in = rec.calls[1][0]
+    revealed = real & glanced_in.ne(MASK)
+    assert extras["_revealed"] == int(revealed.sum()) > 0
+    scored = real if score_positions == "all" else real & ~revealed
+    for term in ("word_ins", "mist"):
+        assert torch.equal(outputs[term]["tgt"], tgt[scored]) and outputs[term]["out"].size(0) == int(scored.sum())
+
+
+@pytest.mark.parametrize("hamming", ["first", "mixed"])
+def test_glancing_hamming_comes_from_the_chosen_pass(tiny_model, small_dict, hamming, monkeypatch):
+    """mixed (the authors'): the number of revealed tokens is set by the no-grad mixed pass's
+    prediction (given the all-[MASK] draft); first: by the draft itself. One Y_M feeds both terms."""
+    from mist_fairseq.criterions import mist as mist_module
+
+    src, tgt = toy_batch(small_dict, n=32)
+    model = tiny_model.train()
+    real = tgt.ne(PAD)
+    seen = []
+    monkeypatch.setattr(mist_module, "glance", lambda gold, pred, *a: seen.append(pred) or glance(gold, pred, *a))
+    rec = Recorder(model)
+    try:
+        make_criterion(small_dict, glat_hamming=hamming)(model, make_sample(src, tgt))
+    finally:
+        rec.undo()
+    assert len(seen) == 1  # one glanced Y_M for both loss terms
+    draft = argmax_at(rec.calls[0][2], real, PAD)
+    if hamming == "first":
+        assert torch.equal(seen[0], draft)
+    else:
+        mixed_pred = argmax_at(rec.calls[1][2], real, PAD)  # the mixed no-grad pass over [MASK]s
+        assert torch.equal(rec.pseudos[0], draft) and torch.equal(seen[0], mixed_pred)
+        assert not torch.equal(mixed_pred, draft)
+    # both graded passes read the same glanced target
+    assert torch.equal(rec.calls[-1][0], rec.calls[-2][0])

@@ -166,3 +166,27 @@ def test_init_std_and_dropout_flags_are_used(small_dict):
         a = m.decode_target(m.encode_source(src), tgt)
         b = m.decode_target(m.encode_source(src), tgt)
         assert torch.allclose(a, b) == same, over
+
+
+def test_output_projection_is_untied_by_default_and_tied_on_request(small_dict, tmp_path):
+    torch.manual_seed(0)
+    untied = MistNARModel(tiny_cfg(), small_dict)
+    embed = untied.encoder.embeddings.word_embeddings.weight
+    assert untied.mlm_head.weight is not embed and torch.equal(untied.mlm_head.weight, embed)  # a copy
+    tied = MistNARModel(tiny_cfg(tie_output_embeddings=True), small_dict)
+    assert tied.mlm_head.weight is tied.encoder.embeddings.word_embeddings.weight
+    # untied, a step on the output side moves the projection and leaves the embeddings
+    opt = torch.optim.SGD(untied.mlm_head.parameters(), lr=1.0)
+    untied.mlm_head(torch.randn(3, 32)).logsumexp(-1).sum().backward()
+    opt.step()
+    assert not torch.equal(untied.mlm_head.weight, embed)
+    # a checkpoint trained tied loads into the (default) untied model and gives the same outputs
+    src, tgt = batch(small_dict, [6, 4]), torch.full((2, 3), small_dict.mask())
+    untied.load_state_dict(tied.state_dict())
+    untied.eval(), tied.eval()
+    assert torch.allclose(untied.decode_target(untied.encode_source(src), tgt),
+                          tied.decode_target(tied.encode_source(src), tgt), atol=1e-6)
+    # importing an encoder-only checkpoint: the untied projection starts from its embeddings
+    path, _ = hf_bert_dir(tmp_path, False)
+    model, _, _, _ = load_model(path)
+    assert torch.equal(model.mlm_head.weight, model.encoder.embeddings.word_embeddings.weight)

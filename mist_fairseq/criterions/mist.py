@@ -1,12 +1,22 @@
 """``mist`` criterion: L = L_NAT + factor * L_length + L_MIST, with GLAT glancing.
 
-One step (dynamic mixing, default options) costs one source pass with gradient, one target-only
-pass without gradient (the glancing/pseudo-target prediction, reusing the cached source K/V), one
-target pass with gradient, and one full pass with gradient over the mixed input
-``[CLS] Y_p [SEP] X [SEP] Y_M [SEP]``. Only scored positions are projected onto the vocabulary.
+Defaults follow the authors' method (Jiang et al. 2022; kongds/MIST ``model_mist.py``):
 
-The losses are returned as Fairseq's NAT named-loss dict (``word_ins``, ``length``, ``mist``), and
-the summing/logging is the parent ``nat_loss`` criterion's own.
+1. Glancing (no gradient): an all-[MASK] first pass gives a draft; with ``--glat-hamming mixed`` that
+   draft is mixed into the source and the *mixed* pass's prediction over an all-[MASK] target gives
+   the Hamming distance (``first``: the first pass's own, one no-grad pass fewer). One glanced Y_M
+   (floor(ratio * Hamming) gold tokens revealed, [MASK] elsewhere) feeds both graded passes.
+2. The graded first pass over ``[CLS] X [SEP] Y_M [SEP]`` gives L_NAT; with ``--pseudo-from glanced``
+   its argmax over every real target position (no gradient through the argmax) is the pseudo target
+   Y_p (``masked``: the argmax of the no-grad all-[MASK] pass, the earlier variant of this plugin).
+3. The graded mixed pass over ``[CLS] Y_p [SEP] X [SEP] Y_M [SEP]`` gives L_MIST.
+4. ``--score-positions all``: both token losses cover every real target position, revealed ones
+   too (``masked``: only the [MASK] positions, GLAT's choice).
+
+The source block is encoded once per input and its keys/values reused by every target pass. Only
+scored positions (plus, for Y_p, the real ones) are projected onto the vocabulary. The losses are
+returned as Fairseq's NAT named-loss dict (``word_ins``, ``length``, ``mist``); the summing and
+logging are the parent ``nat_loss`` criterion's own.
 """
 
 from dataclasses import dataclass, field
@@ -23,12 +33,16 @@ from fairseq.dataclass import ChoiceEnum
 
 MIX_MODES = ChoiceEnum(["none", "dynamic", "static"])
 HAMMING_FROM = ChoiceEnum(["first", "mixed"])
+PSEUDO_FROM = ChoiceEnum(["glanced", "masked"])
+SCORE_POSITIONS = ChoiceEnum(["all", "masked"])
 
 
 @dataclass
 class MistCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
     label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing of the token losses"})
-    length_loss_factor: float = field(default=0.1, metadata={"help": "weight of the length loss"})
+    length_loss_factor: float = field(
+        default=1.0, metadata={"help": "weight of the length loss (the authors': 1; this plugin's earlier 0.1)"}
+    )
     mist_loss_factor: float = field(default=1.0, metadata={"help": "weight of the loss on the mixed input"})
     mix_mode: MIX_MODES = field(
         default="dynamic",
@@ -48,10 +62,28 @@ class MistCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
         default=0, metadata={"help": "updates over which --glat-ratio goes to --glat-ratio-end"}
     )
     glat_hamming: HAMMING_FROM = field(
-        default="first",
+        default="mixed",
         metadata={
-            "help": "Hamming distance for the mixed pass's glancing: 'first' reuses the first pass's "
-            "(one no-grad pass per step), 'mixed' predicts again on the mixed input (one more)"
+            "help": "which no-grad prediction over an all-[MASK] target sets the Hamming distance of the "
+            "glanced Y_M that both loss terms share: 'mixed' (the authors'): the mixed pass given the "
+            "first pass's draft as Y_p (one more no-grad pass); 'first': the first pass's own draft "
+            "(GLAT's). Plain NAT (--mix-mode none) always uses 'first'"
+        },
+    )
+    pseudo_from: PSEUDO_FROM = field(
+        default="glanced",
+        metadata={
+            "help": "where MIST's pseudo target Y_p comes from: 'glanced' (the authors'): the argmax of "
+            "the graded first pass over the glanced Y_M, at every real target position; 'masked': the "
+            "argmax of the no-grad pass over an all-[MASK] target (this plugin's earlier variant: at "
+            "revealed positions the mixed pass then sees gold in Y_M that contradicts Y_p)"
+        },
+    )
+    score_positions: SCORE_POSITIONS = field(
+        default="all",
+        metadata={
+            "help": "target positions that carry the token losses (both terms): 'all' (the authors'): "
+            "every real position, revealed ones too; 'masked': only positions left as [MASK] by glancing"
         },
     )
 
@@ -69,10 +101,19 @@ def glance(gold: torch.Tensor, pred: torch.Tensor, ratio: float, pad: int, mask:
     return gold.masked_fill(real & ~reveal, mask)
 
 
+def scatter_argmax(logits: torch.Tensor, where: torch.Tensor, pad: int) -> torch.Tensor:
+    """logits: (N, V) at the N True positions of where (B, T) -> (B, T) argmax ids, pad elsewhere.
+    Detached: no gradient ever flows through a pseudo target."""
+    out = torch.full(where.shape, pad, dtype=torch.long, device=where.device)
+    out[where] = logits.detach().argmax(-1)
+    return out
+
+
 @register_criterion("mist", dataclass=MistCriterionConfig)
 class MistCriterion(LabelSmoothedDualImitationCriterion):
     def __init__(self, task, label_smoothing, length_loss_factor, mist_loss_factor, mix_mode,
-                 glat_ratio, glat_ratio_end, glat_anneal_updates, glat_hamming):
+                 glat_ratio, glat_ratio_end, glat_anneal_updates, glat_hamming,
+                 pseudo_from="glanced", score_positions="all"):
         super().__init__(task, label_smoothing)
         self.length_loss_factor = length_loss_factor
         self.mist_loss_factor = mist_loss_factor
@@ -80,6 +121,8 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         self.glat_ratio, self.glat_ratio_end = glat_ratio, glat_ratio_end
         self.glat_anneal_updates = glat_anneal_updates
         self.glat_hamming = glat_hamming
+        self.pseudo_from = pseudo_from
+        self.score_positions = score_positions
         self.update_num = 0
         if mix_mode == "static" and not getattr(task.cfg, "static_pseudo_targets", None):
             raise ValueError("--mix-mode static needs --static-pseudo-targets FILE (fairseq-generate output on train)")
@@ -97,14 +140,17 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         """No-grad argmax over an all-[MASK] target of the gold lengths -> (B, T) (pad elsewhere)."""
         with torch.no_grad():
             logits = model.decode_target(state.detach(), model.masked_target(lengths, width), real)
-            pred = torch.full(real.shape, model.pad, dtype=torch.long, device=real.device)
-            pred[real] = logits.argmax(-1)
-        return pred
+        return scatter_argmax(logits, real, model.pad)
 
-    def _token_loss(self, model, state, gold, y_in):
-        scored = y_in.eq(model.mask_idx)
-        logits = model.decode_target(state, y_in, scored)
-        return {"out": logits, "tgt": gold[scored], "ls": self.label_smoothing, "nll_loss": True}
+    def _token_loss(self, model, state, gold, y_in, scored, project=None):
+        """Graded target pass. scored (B, T) bool: positions in the loss; project (B, T) bool, a
+        superset of scored: positions projected onto the vocabulary (default: scored). Returns the
+        NAT loss entry and the logits at the projected positions, (N, V)."""
+        project = scored if project is None else project
+        logits = model.decode_target(state, y_in, project)
+        in_loss = scored[project]  # which projected rows are scored
+        entry = {"out": logits[in_loss], "tgt": gold[scored], "ls": self.label_smoothing, "nll_loss": True}
+        return entry, logits
 
     def mist_outputs(self, model, sample):
         """Runs the MIST passes; returns the NAT named-loss dict and logging extras."""
@@ -112,30 +158,49 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         real = gold.ne(model.pad)
         lengths, width = real.sum(1), gold.size(1)
         ratio = self.current_glat_ratio() if model.training else 0.0
+        mixing = self.mix_mode != "none"
+        dynamic = self.mix_mode == "dynamic"
 
         state = model.encode_source(src)
-        pred = self._predict(model, state, lengths, width, real)
-        y_in = glance(gold, pred, ratio, model.pad, model.mask_idx)
+        draft = self._predict(model, state, lengths, width, real)  # no-grad all-[MASK] first pass
+        hamming_pred = draft
+        if mixing and self.glat_hamming == "mixed" and ratio > 0:
+            # the authors' Hamming: the mixed pass's prediction given the draft (and [MASK]s)
+            pseudo0 = draft if dynamic else self.task.static_pseudo_batch(sample)
+            with torch.no_grad():
+                mixed0 = model.encode_source(model.mix_source(pseudo0, src))
+            hamming_pred = self._predict(model, mixed0, lengths, width, real)
+        y_in = glance(gold, hamming_pred, ratio, model.pad, model.mask_idx)
+        scored = real if self.score_positions == "all" else y_in.eq(model.mask_idx) & real
+        glanced_pseudo = dynamic and self.pseudo_from == "glanced"
+        word_ins, first_logits = self._token_loss(
+            model, state, gold, y_in, scored, project=real if glanced_pseudo else None
+        )
         outputs = {
-            "word_ins": self._token_loss(model, state, gold, y_in),
+            "word_ins": word_ins,
             "length": {
                 "out": model.length_logits(state),
                 "tgt": lengths.clamp(max=model.max_target_positions),
                 "factor": self.length_loss_factor,
             },
         }
-        if self.mix_mode != "none":
-            pseudo = pred if self.mix_mode == "dynamic" else self.task.static_pseudo_batch(sample)
+        pseudo = draft
+        if mixing:
+            if glanced_pseudo:
+                pseudo = scatter_argmax(first_logits, real, model.pad)
+            elif not dynamic:
+                pseudo = self.task.static_pseudo_batch(sample)
             mixed = model.encode_source(model.mix_source(pseudo, src))
-            if self.glat_hamming == "mixed" and ratio > 0:
-                y_in = glance(gold, self._predict(model, mixed, lengths, width, real), ratio,
-                              model.pad, model.mask_idx)
-            outputs["mist"] = dict(self._token_loss(model, mixed, gold, y_in), factor=self.mist_loss_factor)
+            entry, _ = self._token_loss(model, mixed, gold, y_in, scored)
+            outputs["mist"] = dict(entry, factor=self.mist_loss_factor)
         extras = {
-            "_pred_correct": int(((pred == gold) & real).sum()),
+            # the first pass over an all-[MASK] target: what one-pass decoding would output
+            "_pred_correct": int(((draft == gold) & real).sum()),
             "_pred_total": int(real.sum()),
             "_revealed": int((real & y_in.ne(model.mask_idx)).sum()),
         }
+        if mixing:
+            extras["_pseudo_correct"] = int(((pseudo == gold) & real).sum())
         return outputs, extras
 
     def forward(self, model, sample, reduce=True):
@@ -158,6 +223,10 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         if total > 0:
             correct = sum(log.get("_pred_correct", 0) for log in logging_outputs)
             revealed = sum(log.get("_revealed", 0) for log in logging_outputs)
-            # accuracy of the first-pass prediction = quality of MIST's pseudo target
+            # accuracy of one pass over an all-[MASK] target (= one-pass decoding with gold lengths)
             metrics.log_scalar("pred_acc", 100.0 * correct / total, total, round=2)
             metrics.log_scalar("glanced", 100.0 * revealed / total, total, round=2)
+            if any("_pseudo_correct" in log for log in logging_outputs):
+                pseudo = sum(log.get("_pseudo_correct", 0) for log in logging_outputs)
+                # accuracy of the Y_p actually mixed in (with --pseudo-from glanced it saw revealed gold)
+                metrics.log_scalar("pseudo_acc", 100.0 * pseudo / total, total, round=2)

@@ -118,14 +118,14 @@ class BertLayer(nn.Module):
 
 
 class MLMHead(nn.Module):
-    """BERT's prediction head: dense -> act -> LayerNorm -> decoder tied to the word embeddings."""
+    """BERT's prediction head: dense -> act -> LayerNorm -> decoder (tied to the word embeddings or not)."""
 
-    def __init__(self, hidden, vocab_size, eps, activation, tied_weight: nn.Parameter):
+    def __init__(self, hidden, vocab_size, eps, activation, weight: nn.Parameter):
         super().__init__()
         self.dense = nn.Linear(hidden, hidden)
         self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
-        self.weight = tied_weight  # (V, H), shared with the input embeddings
+        self.weight = weight  # (V, H): the input embeddings themselves when tied
         self.act = ACTIVATIONS[activation]
 
     def forward(self, h):

@@ -3,7 +3,7 @@
 Input ``[CLS] X [SEP] Y_M [SEP]``: token type 0 for the source block, 1 for the target block,
 positions continuing from the source; source rows attend to the source only, target rows to every
 real token. A length head reads the mean of the last-layer source states; an MLM head (tied to the
-word embeddings) predicts target tokens. Because source rows never see the target, the source
+word embeddings, or a separate copy of them: ``--tie-output-embeddings``) predicts target tokens. Because source rows never see the target, the source
 keys/values are computed once (:meth:`encode_source`) and reused by every target pass
 (:meth:`decode_target`) -- at inference and in the criterion's glancing pass alike.
 """
@@ -39,6 +39,14 @@ class MistNARConfig(FairseqDataclass):
     layer_norm_eps: float = field(default=1e-12, metadata={"help": "LayerNorm epsilon (BERT: 1e-12)"})
     dropout: float = field(default=0.1, metadata={"help": "hidden dropout"})
     attention_dropout: float = field(default=0.1, metadata={"help": "attention-probability dropout"})
+    tie_output_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "share the MLM head's output projection with the word embeddings; by default (the "
+            "authors' choice) it is a separate matrix initialised from them (or from the checkpoint's "
+            "own MLM decoder). Checkpoints saved before this option existed load as tied, as they were trained."
+        },
+    )
     init_std: float = field(default=0.02, metadata={"help": "std of weights not taken from a checkpoint"})
     pretrained_encoder: Optional[str] = field(
         default=None,
@@ -77,13 +85,18 @@ class MistNARModel(BaseFairseqModel):
             eps=cfg.layer_norm_eps, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
             activation=cfg.activation_fn,
         )
+        embed = self.encoder.embeddings.word_embeddings.weight
+        # a checkpoint saved before the option existed has no such key: it was trained tied
+        tied = getattr(cfg, "tie_output_embeddings", True)
         self.mlm_head = MLMHead(
             cfg.encoder_embed_dim, len(dictionary), cfg.layer_norm_eps, cfg.activation_fn,
-            self.encoder.embeddings.word_embeddings.weight,
+            embed if tied else torch.nn.Parameter(embed.detach().clone()),
         )
         # classes 0..max_target_positions: target length counted with its final [SEP]
         self.length_head = torch.nn.Linear(cfg.encoder_embed_dim, cfg.max_target_positions + 1)
         self.apply(self._init_weights)
+        if not tied:
+            self.mlm_head.weight.data.copy_(embed.data)  # untied, but starts from the embeddings
 
     def _init_weights(self, m):
         # BERT's initialisation, for everything a checkpoint does not provide

@@ -122,7 +122,9 @@ def check_config(hf: dict, cfg, path: str) -> None:
 
 def load_pretrained(model, path: str) -> Tuple[List[str], List[str]]:
     """Copies the checkpoint's tensors into ``model`` (a MistNARModel). Returns (fresh, unused):
-    our parameters left at their initialisation, and checkpoint tensors we do not use."""
+    our parameters left at their initialisation, and checkpoint tensors we do not use.
+    An untied model's output projection ``mlm_head.weight`` (its own matrix) gets the checkpoint's
+    MLM decoder weight when there is one, else a copy of the word embeddings."""
     sd = load_state(path)
     ours = model.state_dict()
     fresh = []
@@ -141,7 +143,14 @@ def load_pretrained(model, path: str) -> Tuple[List[str], List[str]]:
             )
             dst.copy_(src)
             used.add(their_key)
-    # The decoder weight is tied to the word embeddings; cls.predictions.decoder.weight is a copy.
+    # Tied: the decoder weight is the word embeddings (cls.predictions.decoder.weight is a copy).
+    # Untied: it starts from that copy, or from the embeddings when the checkpoint has no MLM head.
+    if model.mlm_head.weight is not model.encoder.embeddings.word_embeddings.weight:
+        with torch.no_grad():
+            decoder = sd.get("cls.predictions.decoder.weight")
+            model.mlm_head.weight.copy_(
+                decoder if decoder is not None else model.encoder.embeddings.word_embeddings.weight
+            )
     used.update(k for k in sd if k in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"))
     unused = sorted(k for k in sd if k not in used and not k.endswith("position_ids"))
     fresh += [k for k in ours if k.startswith("length_head.")]

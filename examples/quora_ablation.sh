@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Faithful-MIST ablation on Quora (issue 12): what each difference from the authors' method is worth.
+#   A  this plugin's earlier criterion: Y_p from an all-[MASK] pass, loss on [MASK] positions only, plugin recipe
+#   B  A with Y_p from the graded glanced pass (--pseudo-from glanced)
+#   C  B with the loss on every real target position (--score-positions all)
+#   D  C with the authors' glancing Hamming (--glat-hamming mixed) and recipe: faithful MIST (all defaults)
+#   E  no mixing with D's recipe and loss
+#   E_time  E trained for as many updates as fit in D's training wall time (the equal-time row)
+#   F  D with the authors' recipe at the lr and warm-up of a CPU budget (RECIPE=authors-cpu: lr 3e-4,
+#      100 warm-up updates, linear decay to 0): faithful MIST that trains in a few hundred updates
+#   G  no mixing with F's recipe and loss
+# Every system trains UPDATES updates at batch BATCH on THREADS threads, saves every INTERVAL updates, and is
+# tested once at its dev-chosen checkpoint (dev BLEU-4); the equal-update comparisons use the checkpoints at
+# UPDATES. Steps are idempotent and resume from checkpoint_last.pt, so STEPS can be split over processes:
+#   STEPS="D C A" bash examples/quora_ablation.sh &  STEPS="E B E_time" bash examples/quora_ablation.sh
+# then STEPS="table probe collect" (E_time needs D and E finished: it reads their training wall times).
+set -euo pipefail
+RAW=${RAW:-../shared/data/quora}
+ROOT=${ROOT:-$HOME/mist_runs}                 # run folders (outside the repo)
+DATA=${DATA:-$ROOT/data/quora}
+UPDATES=${UPDATES:-300}                       # updates per system (equal updates)
+BATCH=${BATCH:-64}
+INTERVAL=${INTERVAL:-100}
+THREADS=${THREADS:-1}
+STEPS=${STEPS:-"prep A B C D E E_time F G table probe collect"}
+DOCS=${DOCS:-docs/ablation}
+PROBE_SHARDS=${PROBE_SHARDS:-1}
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+here=$(dirname "$0")
+source "$here/common.sh"  # train_generate_score, recipe_args, compare_at_equal_updates
+mkdir -p "$DOCS"
+
+system() {  # NAME MODE RECIPE CRITERION_ARGS [UPDATES]
+  local run=$ROOT/ablation_$1
+  [ -e "$run/scores.json" ] && return 0
+  MODE=$2 RECIPE=$3 EXTRA=$4 RUN=$run UPDATES=${5:-$UPDATES} DEV_SELECT=1 DATA=$DATA BATCH=$BATCH \
+    INTERVAL=$INTERVAL LR=3e-4 WARMUP=100 LOG_INTERVAL=10 bash "$here/quora.sh"
+}
+
+train_wall() {  # RUN -> seconds of training wall time in its log (the last 'wall=' Fairseq printed)
+  sed -n 's/.*[ ,]wall=\([0-9.]*\).*/\1/p' "$1/train.log" | tail -n 1
+}
+
+for step in $STEPS; do
+  case $step in
+    prep) [ -e "$DATA/bin/test.src-tgt.tgt.bin" ] || python -m mist_fairseq.prepare quora --raw "$RAW" --out "$DATA" ;;
+    A) system A dynamic plugin "--pseudo-from masked --score-positions masked --glat-hamming first" ;;
+    B) system B dynamic plugin "--pseudo-from glanced --score-positions masked --glat-hamming first" ;;
+    C) system C dynamic plugin "--pseudo-from glanced --score-positions all --glat-hamming first" ;;
+    D) system D dynamic authors "" ;;
+    E) system E none authors "" ;;
+    F) system F dynamic authors-cpu "" ;;
+    G) system G none authors-cpu "" ;;
+    E_time)
+      # E's updates in D's wall time: D's training wall time over E's time per update
+      d=$(train_wall "$ROOT/ablation_D") e=$(train_wall "$ROOT/ablation_E")
+      n=$(python -c "print(int($UPDATES * $d / $e))")
+      echo "E_time: $n updates (D trained $UPDATES in ${d}s, E in ${e}s)"
+      system E_time none authors "" "$n" ;;
+    table)
+      python -m mist_fairseq.score --task quora "$DATA/raw/test.src" --ref "$DATA/raw/test.tgt" \
+        --src "$DATA/raw/test.src" --json "$DOCS/copy_source.json"
+      for s in A B C D E E_time F G; do
+        [ -e "$ROOT/ablation_$s/scores.json" ] || continue
+        cp "$ROOT/ablation_$s/scores.json" "$DOCS/scores_$s.json"
+        cp "$ROOT/ablation_$s/dev_curve.json" "$DOCS/dev_curve_$s.json" 2>/dev/null || true
+        grep -h "train_inner\|done training" "$ROOT/ablation_$s/train.log" > "$DOCS/train_log_$s.txt" || true
+      done
+      # equal updates: each pair at the last checkpoint both saved, paired bootstrap
+      for pair in "D E" "F G" "F C" "D C" "C B" "B A" "F A"; do
+        set -- $pair
+        compare_at_equal_updates quora "$ROOT/ablation_$1" "$ROOT/ablation_$2" "$DOCS/${1}_vs_${2}"
+      done
+      # equal time: faithful MIST's dev-chosen test output against E_time's
+      if [ -e "$ROOT/ablation_E_time/generate-test.txt" ]; then
+        python -m mist_fairseq.score --task quora "$ROOT/ablation_D/generate-test.txt" --ref "$DATA/raw/test.tgt" \
+          --src "$DATA/raw/test.src" --compare "$ROOT/ablation_E_time/generate-test.txt" --no-meteor \
+          --json "$DOCS/D_vs_E_time_equal_time.json"
+      fi
+      runs=() labels=()
+      for s in A B C D E F G; do
+        [ -e "$ROOT/ablation_$s/dev_curve.json" ] && runs+=("$ROOT/ablation_$s") && labels+=("$s")
+      done
+      python -m mist_fairseq.dev_select "${runs[@]}" --data "$DATA" --task quora --labels "${labels[@]}" \
+        --plot "$DOCS/ablation_dev_curves.png" ;;
+    probe)
+      ckpts=()
+      for s in A B C D E F G; do
+        [ -e "$ROOT/ablation_$s/checkpoint_dev_best.pt" ] && ckpts+=("$ROOT/ablation_$s/checkpoint_dev_best.pt")
+      done
+      python -m mist_fairseq.probe "${ckpts[@]}" --data-bin "$DATA/bin" --data "$DATA" --shards "$PROBE_SHARDS" \
+        --json "$DOCS/probe.json" ;;
+    collect) python "$here/collect_ablation.py" --docs "$DOCS" --out "$DOCS/ablation_table.md" ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
