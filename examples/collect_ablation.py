@@ -20,11 +20,13 @@ ROWS = [
     ("D", "C + authors' Hamming and recipe = faithful MIST"),
     ("E", "no mixing, D's recipe and loss"),
     ("E_time", "E for as many updates as D's training wall time"),
+    ("F", "D with the lr and warm-up of a CPU budget (RECIPE=authors-cpu)"),
+    ("G", "no mixing, F's recipe and loss"),
 ]
 SCORE_COLS = ["BLEU-4", "iBLEU", "self-BLEU", "identical-to-source %"]
-PROBE_COLS = [("first_pass_acc", "draft acc"), ("mixed_acc_own", "mixed | own Y_p"),
-              ("mixed_acc_gold", "mixed | gold Y_p"), ("oracle_gap_acc", "oracle gap (acc)"),
-              ("mixed_acc_shuffled", "mixed | shuffled Y_p"), ("mixed_acc_masked", "mixed | [MASK] Y_p"),
+PROBE_COLS = [("first_pass_acc", "draft acc"), ("mixed_acc_own", "mixed, own Y_p"),
+              ("mixed_acc_gold", "mixed, gold Y_p"), ("oracle_gap_acc", "oracle gap (acc)"),
+              ("mixed_acc_shuffled", "mixed, shuffled Y_p"), ("mixed_acc_masked", "mixed, [MASK] Y_p"),
               ("fix_rate", "fix rate"), ("keep_rate", "keep rate"), ("oracle_gap_bleu", "oracle gap (BLEU-4)"),
               ("decode_1pass_bleu", "dev BLEU 1 pass"), ("decode_mist2_bleu", "dev BLEU MIST 2 passes")]
 
@@ -60,7 +62,7 @@ def tables(docs):
         scores = load(os.path.join(docs, f"scores_{key}.json"))
         curve = load(os.path.join(docs, f"dev_curve_{key}.json"))
         if scores is None:
-            lines.append(f"| {key} | {name} | (not finished) | | " + " | ".join("" for _ in SCORE_COLS) + " |")
+            lines.append(f"| {key} | {name} | (not run or not finished) | | " + " | ".join("" for _ in SCORE_COLS) + " |")
             continue
         chosen = last = hours = None
         if curve:
@@ -77,7 +79,11 @@ def tables(docs):
     for path in sorted(glob.glob(os.path.join(docs, "*_vs_*.json"))):
         m = re.match(r"(\w+?)_vs_(\w+?)_(?:at_(\d+)_updates|equal_time)\.json$", os.path.basename(path))
         if m:
-            what = f"at {m.group(3)} updates" if m.group(3) else "equal wall time (dev-chosen)"
+            what = f"at {m.group(3)} updates" if m.group(3) else "equal wall time"
+            note = path[: -len(".json")] + ".txt"  # which checkpoints the equal-time pair compares
+            if not m.group(3) and os.path.exists(note):
+                with open(note) as f:
+                    what += f" ({f.read().strip()})"
             pairs.append((f"{m.group(1)} vs {m.group(2)}, {what}", load(path)["compare"]))
     for label, c in pairs:
         lo, hi = c["ci95"]

@@ -13,7 +13,7 @@
 # tested once at its dev-chosen checkpoint (dev BLEU-4); the equal-update comparisons use the checkpoints at
 # UPDATES. Steps are idempotent and resume from checkpoint_last.pt, so STEPS can be split over processes:
 #   STEPS="D C A" bash examples/quora_ablation.sh &  STEPS="E B E_time" bash examples/quora_ablation.sh
-# then STEPS="table probe collect" (E_time needs D and E finished: it reads their training wall times).
+# then STEPS="table equal_time probe collect" (E_time needs D and E finished: it reads their training wall times).
 set -euo pipefail
 RAW=${RAW:-../shared/data/quora}
 ROOT=${ROOT:-$HOME/mist_runs}                 # run folders (outside the repo)
@@ -22,7 +22,7 @@ UPDATES=${UPDATES:-300}                       # updates per system (equal update
 BATCH=${BATCH:-64}
 INTERVAL=${INTERVAL:-100}
 THREADS=${THREADS:-1}
-STEPS=${STEPS:-"prep A B C D E E_time F G table probe collect"}
+STEPS=${STEPS:-"prep A B C D E E_time F G table equal_time probe collect"}
 DOCS=${DOCS:-docs/ablation}
 PROBE_SHARDS=${PROBE_SHARDS:-1}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -67,7 +67,7 @@ for step in $STEPS; do
         grep -h "train_inner\|done training" "$ROOT/ablation_$s/train.log" > "$DOCS/train_log_$s.txt" || true
       done
       # equal updates: each pair at the last checkpoint both saved, paired bootstrap
-      for pair in "D E" "F G" "F C" "D C" "C B" "B A" "F A"; do
+      for pair in "D E" "F G" "F C" "D C" "C B" "B A" "C A" "F A"; do
         set -- $pair
         compare_at_equal_updates quora "$ROOT/ablation_$1" "$ROOT/ablation_$2" "$DOCS/${1}_vs_${2}"
       done
@@ -90,6 +90,27 @@ for step in $STEPS; do
       done
       python -m mist_fairseq.probe "${ckpts[@]}" --data-bin "$DATA/bin" --data "$DATA" --shards "$PROBE_SHARDS" \
         --json "$DOCS/probe.json" ;;
+    equal_time)
+      # F vs G at G's training wall time: each side's dev-best checkpoint among those saved within it
+      # (F's schedule was set for UPDATES, so its early checkpoints are mid-schedule: a caveat, not a fix)
+      pick=$(python - "$ROOT/ablation_F/dev_curve.json" "$ROOT/ablation_G/dev_curve.json" <<'PY'
+import json, sys
+f, g = (json.load(open(p)) for p in sys.argv[1:3])
+budget = max(p["train_hours"] for p in g["points"])
+inside = [p for p in f["points"] if p["train_hours"] <= budget * 1.02] or [min(f["points"], key=lambda p: p["train_hours"])]
+best = max(inside, key=lambda p: p["score"])
+print(best["checkpoint"], best["updates"], f"{best['train_hours']:.3f}", f"{budget:.3f}")
+PY
+)
+      set -- $pick
+      echo "equal time: F's $1 ($2 updates, $3 h) vs G's dev-chosen checkpoint (G trained $4 h)"
+      out=$ROOT/ablation_F/generate-test-$2.txt
+      [ -e "$out" ] || { fairseq-generate "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --gen-subset test \
+          --batch-size 64 --path "$ROOT/ablation_F/$1" --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$out.tmp" &&
+        mv "$out.tmp" "$out"; }
+      python -m mist_fairseq.score --task quora "$out" --ref "$DATA/raw/test.tgt" --src "$DATA/raw/test.src" \
+        --compare "$ROOT/ablation_G/generate-test.txt" --no-meteor --json "$DOCS/F_vs_G_equal_time.json"
+      echo "F at $2 updates ($3 h) vs G dev-chosen, G trained $4 h" > "$DOCS/F_vs_G_equal_time.txt" ;;
     collect) python "$here/collect_ablation.py" --docs "$DOCS" --out "$DOCS/ablation_table.md" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

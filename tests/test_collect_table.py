@@ -49,7 +49,7 @@ def test_collect_ablation_rows_probe_and_bootstrap_from_files_only(tmp_path):
     row = next(ln for ln in out.splitlines() if ln.startswith("| D |"))
     assert "200 / 300" in row and "| 0.75 | 12.25 | 10.00 |" in row
     assert next(ln for ln in out.splitlines() if ln.startswith("| - | copy the source |")).count("30.00") == 1
-    assert "| A |" in out and "(not finished)" in out  # no scores: no numbers
+    assert "| A |" in out and "(not run or not finished)" in out  # no scores: no numbers
     probe_row = next(ln for ln in out.splitlines() if ln.startswith("| D |") and "11.0" in ln)
     assert "| 5.0 |" in probe_row and not any(ln.startswith("| E |") and "1.0" in ln for ln in out.splitlines())
     assert "| D vs E, at 300 updates | 12.25 | 11.00 | +1.25 | [+0.50, +2.00] | 0.001 |" in out
