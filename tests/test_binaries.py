@@ -47,11 +47,13 @@ def test_train_generate_every_sentence(data, tmp_path):
     gen = generate(data / "bin", tmp_path / "ck" / "checkpoint_last.pt")
     hyps = hypotheses(gen.stdout)
     assert sorted(hyps) == list(range(N_TEST))  # every test sentence, none dropped
+    assert any(" ##" in h for h in hyps.values())  # without --bpe the WordPieces stay split
     # --bpe bert turns WordPieces back into text (D- lines)
     gen = generate(data / "bin", tmp_path / "ck" / "checkpoint_last.pt", "--bpe", "bert",
                    "--bpe-vocab-file", str(data / "bin" / "vocab.txt"))
     detok = re.findall(r"^D-\d+\t\S+\t(.*)$", gen.stdout, re.M)
-    assert len(detok) == N_TEST and not any("##" in d for d in detok)
+    # pieces are merged into words (a hypothesis may still start with a continuation piece: "##sma ...")
+    assert len(detok) == N_TEST and not any(" ##" in d for d in detok)
 
 
 def test_earlier_criterion_variant_and_older_checkpoints(data, tmp_path):
@@ -260,3 +262,25 @@ def test_dev_select_scores_every_checkpoint_and_links_the_best(data, tmp_path):
     bad = python_cli("mist_fairseq.probe", str(ck / "checkpoint_1_2.pt"), "--data-bin", str(data / "bin"),
                      "--shards", "0", check=False)
     assert bad.returncode != 0 and "--shards 0" in bad.stderr
+
+
+@pytest.mark.parametrize("recipe", ["plugin", "authors", "authors-cpu"])
+def test_example_recipes_are_valid_fairseq_options(data, tmp_path, recipe):
+    """examples/common.sh's RECIPE presets: each is accepted by fairseq-train and sets what it says."""
+    import shlex
+    import subprocess
+
+    from conftest import REPO
+
+    script = (f"source {shlex.quote(REPO)}/examples/common.sh; LR=3e-4 WARMUP=100 UPDATES=300 RECIPE={recipe} "
+              'recipe_args; printf "%s\\n" "${RECIPE_ARGS[@]}"')
+    args = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    out = train(data / "bin", tmp_path / "ck", *args, "--disable-validation", updates=1)
+    lr = dict(zip(args, args[1:]))  # flag -> value
+    assert lr["--lr"] == {"authors": "3e-5"}.get(recipe, "3e-4")
+    assert ("--tie-output-embeddings" in args) == (recipe == "plugin")
+    assert lr["--length-loss-factor"] == ("0.1" if recipe == "plugin" else "1")
+    if recipe != "plugin":
+        assert lr["--warmup-updates"] == ("500" if recipe == "authors" else "100") and lr["--weight-decay"] == "0.01"
+        assert lr["--total-num-update"] == "300" and lr["--lr-scheduler"] == "polynomial_decay"
+    assert "num_updates=1" in out.stdout + out.stderr  # it trained

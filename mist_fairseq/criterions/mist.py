@@ -200,7 +200,11 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             "_revealed": int((real & y_in.ne(model.mask_idx)).sum()),
         }
         if mixing:
-            extras["_pseudo_correct"] = int(((pseudo == gold) & real).sum())
+            # static pseudo targets come at their own width: compare position by position up to gold's
+            T = gold.size(1)
+            aligned = pseudo[:, :T] if pseudo.size(1) >= T else torch.nn.functional.pad(
+                pseudo, (0, T - pseudo.size(1)), value=model.pad)
+            extras["_pseudo_correct"] = int(((aligned == gold) & real).sum())
         return outputs, extras
 
     def forward(self, model, sample, reduce=True):
