@@ -57,10 +57,7 @@ train_generate_score() {
     python -m mist_fairseq.dev_select "$RUN" --data "$DATA" --task "$SCORE_TASK" --dev-shards "${DEV_SHARDS:-1}"
     ckpt="$RUN/checkpoint_dev_best.pt"
   fi
-  fairseq-generate "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --path "$ckpt" \
-    --gen-subset test --batch-size "$GEN_BATCH" --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" \
-    > "$RUN/generate-test.txt.tmp"
-  mv "$RUN/generate-test.txt.tmp" "$RUN/generate-test.txt"  # never a half-written output over a good one
+  generate_test "$ckpt" "$RUN/generate-test.txt"
   local src_arg=()
   [ "$SCORE_TASK" = xsum ] || src_arg=(--src "$DATA/raw/test.src")
   python -m mist_fairseq.score --task "$SCORE_TASK" "$RUN/generate-test.txt" --ref "$DATA/raw/test.tgt" \
@@ -86,15 +83,20 @@ iterative_decoding() {  # SCORE_TASK RUN...: MIST vs Mask-Predict at 1/3/6 itera
         [ "$s$it" = mask-predict1 ] && continue  # one pass is the same decoding for both strategies
         out=$run/iter/$s-$it.txt
         [ -e "$out.json" ] && continue
-        fairseq-generate "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --gen-subset test \
-          --batch-size 64 --path "$run/checkpoint_dev_best.pt" --mist-decode-iters "$it" --decode-strategy "$s" \
-          --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$out.tmp"
-        mv "$out.tmp" "$out"
+        generate_test "$run/checkpoint_dev_best.pt" "$out" --mist-decode-iters "$it" --decode-strategy "$s"
         python -m mist_fairseq.score --task "$task" "$out" --ref "$DATA/raw/test.tgt" --src "$DATA/raw/test.src" \
           --no-meteor --json "$out.json"
       done
     done
   done
+}
+
+generate_test() {  # CKPT OUT [fairseq-generate options...]: OUT = its test-set output, never half-written
+  local ckpt=$1 out=$2
+  shift 2
+  fairseq-generate "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --path "$ckpt" --gen-subset test \
+    --batch-size "${GEN_BATCH:-64}" --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" "$@" > "$out.tmp"
+  mv "$out.tmp" "$out"
 }
 
 compare_at_equal_updates() {  # SCORE_TASK MIST_RUN NONE_RUN JSON_PREFIX
@@ -111,9 +113,7 @@ compare_at_equal_updates() {  # SCORE_TASK MIST_RUN NONE_RUN JSON_PREFIX
       cp "$run/generate-test.txt" "$out"  # the dev-chosen checkpoint is this one: its test output exists
       continue
     fi
-    fairseq-generate "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --gen-subset test --batch-size 64 \
-      --path "$(ls "$run"/checkpoint_*_"$u".pt)" --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$out.tmp"
-    mv "$out.tmp" "$out"
+    generate_test "$(ls "$run"/checkpoint_*_"$u".pt)" "$out"
   done
   python -m mist_fairseq.score --task "$task" "$a/generate-test-at-$u.txt" --ref "$DATA/raw/test.tgt" \
     --src "$DATA/raw/test.src" --compare "$b/generate-test-at-$u.txt" --no-meteor --json "${prefix}_at_${u}_updates.json"

@@ -28,7 +28,7 @@ DOCS=${DOCS:-docs/ablation}
 PROBE_SHARDS=${PROBE_SHARDS:-1}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 here=$(dirname "$0")
-source "$here/common.sh"  # train_generate_score, recipe_args, compare_at_equal_updates
+source "$here/common.sh"  # train_generate_score, recipe_args, compare_at_equal_updates, generate_test
 mkdir -p "$DOCS"
 
 system() {  # NAME MODE RECIPE CRITERION_ARGS [UPDATES]
@@ -106,9 +106,7 @@ PY
       set -- $pick
       echo "equal time: F's $1 ($2 updates, $3 h) vs G's dev-chosen checkpoint (G trained $4 h)"
       out=$ROOT/ablation_F/generate-test-$2.txt
-      [ -e "$out" ] || { fairseq-generate "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --gen-subset test \
-          --batch-size 64 --path "$ROOT/ablation_F/$1" --bpe bert --bpe-vocab-file "$DATA/bin/vocab.txt" > "$out.tmp" &&
-        mv "$out.tmp" "$out"; }
+      [ -e "$out" ] || generate_test "$ROOT/ablation_F/$1" "$out"
       python -m mist_fairseq.score --task quora "$out" --ref "$DATA/raw/test.tgt" --src "$DATA/raw/test.src" \
         --compare "$ROOT/ablation_G/generate-test.txt" --no-meteor --json "$DOCS/F_vs_G_equal_time.json"
       echo "F at $2 updates ($3 h) vs G dev-chosen, G trained $4 h" > "$DOCS/F_vs_G_equal_time.txt" ;;

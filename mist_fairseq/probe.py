@@ -72,7 +72,7 @@ def probe_batch(model, src: torch.Tensor, gold: torch.Tensor, glat_ratio: float,
     lengths, width = real.sum(1), gold.size(1)
     all_mask = model.masked_target(lengths, width)
     plain = model.encode_source(src)
-    draft, _ = gen._predict(model, plain, all_mask, src)  # Y_p: one-pass decoding, gold lengths
+    draft, _ = gen.predict_pass(model, plain, all_mask, src)  # Y_p: one-pass decoding, gold lengths
     partner = shuffle_partners(lengths)
     pseudos = {
         "own": draft,
@@ -86,7 +86,7 @@ def probe_batch(model, src: torch.Tensor, gold: torch.Tensor, glat_ratio: float,
            "shuffled_self": int((partner == torch.arange(len(partner), device=partner.device)).sum())}
     for name, pseudo in pseudos.items():
         mixed_src = model.mix_source(pseudo, src)
-        tokens[name], _ = gen._predict(model, model.encode_source(mixed_src), all_mask, mixed_src)
+        tokens[name], _ = gen.predict_pass(model, model.encode_source(mixed_src), all_mask, mixed_src)
         out[f"{name}_correct"] = int(((tokens[name] == gold) & real).sum())
     right = (draft == gold) & real
     own = tokens["own"]

@@ -163,10 +163,11 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
 
         state = model.encode_source(src)
         draft = self._predict(model, state, lengths, width, real)  # no-grad all-[MASK] first pass
+        static = self.task.static_pseudo_batch(sample) if self.mix_mode == "static" else None
         hamming_pred = draft
         if mixing and self.glat_hamming == "mixed" and ratio > 0:
             # the authors' Hamming: the mixed pass's prediction given the draft (and [MASK]s)
-            pseudo0 = draft if dynamic else self.task.static_pseudo_batch(sample)
+            pseudo0 = draft if dynamic else static
             with torch.no_grad():
                 mixed0 = model.encode_source(model.mix_source(pseudo0, src))
             hamming_pred = self._predict(model, mixed0, lengths, width, real)
@@ -189,7 +190,7 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             if glanced_pseudo:
                 pseudo = scatter_argmax(first_logits, real, model.pad)
             elif not dynamic:
-                pseudo = self.task.static_pseudo_batch(sample)
+                pseudo = static
             mixed = model.encode_source(model.mix_source(pseudo, src))
             entry, _ = self._token_loss(model, mixed, gold, y_in, scored)
             outputs["mist"] = dict(entry, factor=self.mist_loss_factor)

@@ -40,7 +40,7 @@ class MistGenerator:
         # never produced inside a target; [SEP] only in the final slot
         self.never_inside = torch.tensor([self.pad, self.bos, self.mask, self.eos])
 
-    def _predict(self, model, state, tgt, src):
+    def predict_pass(self, model, state, tgt, src):
         """One target pass. tgt (B, T) -> (tokens (B, T), log-probs (B, T)); the last real slot is
         [SEP], the rest avoid special tokens. src (B, S): the source ``state`` was computed from."""
         if self.use_cache:
@@ -83,19 +83,20 @@ class MistGenerator:
             state = state.index_select(order)
             src = src.index_select(0, order)
         tgt = model.masked_target(lengths.reshape(-1))
-        tokens, scores = self._predict(model, state, tgt, src)
+        tokens, scores = self.predict_pass(model, state, tgt, src)
         real = tgt.ne(self.pad)
         n_real = real.sum(1)
         for it in range(1, self.decode_iters):
             if self.strategy == "mist":
                 mixed_src = model.mix_source(tokens, src)
                 mixed = model.encode_source(mixed_src) if self.use_cache else None
-                tokens, scores = self._predict(model, mixed, tgt, mixed_src)
+                tokens, scores = self.predict_pass(model, mixed, tgt, mixed_src)
             else:  # mask-predict: re-mask the n least confident, n = L * (N - it) / N
                 n_mask = (n_real.float() * (self.decode_iters - it) / self.decode_iters).long()
                 rank = scores.masked_fill(~real, float("inf")).argsort(1).argsort(1)
                 remask = (rank < n_mask.unsqueeze(1)) & real
-                new_tokens, new_scores = self._predict(model, state, tokens.masked_fill(remask, self.mask), src)
+                new_tokens, new_scores = self.predict_pass(model, state, tokens.masked_fill(remask, self.mask),
+                                                           src)
                 tokens = torch.where(remask, new_tokens, tokens)
                 scores = torch.where(remask, new_scores, scores)
         mean = scores.sum(1) / n_real.to(scores.dtype)

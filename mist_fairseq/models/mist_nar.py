@@ -2,10 +2,11 @@
 
 Input ``[CLS] X [SEP] Y_M [SEP]``: token type 0 for the source block, 1 for the target block,
 positions continuing from the source; source rows attend to the source only, target rows to every
-real token. A length head reads the mean of the last-layer source states; an MLM head (tied to the
-word embeddings, or a separate copy of them: ``--tie-output-embeddings``) predicts target tokens. Because source rows never see the target, the source
-keys/values are computed once (:meth:`encode_source`) and reused by every target pass
-(:meth:`decode_target`) -- at inference and in the criterion's glancing pass alike.
+real token. A length head reads the mean of the last-layer source states; an MLM head (its output
+projection a separate copy of the word embeddings, or tied to them: ``--tie-output-embeddings``)
+predicts target tokens. Because source rows never see the target, the source keys/values are
+computed once (:meth:`encode_source`) and reused by every target pass (:meth:`decode_target`) -- at
+inference and in the criterion's glancing pass alike.
 """
 
 import logging
