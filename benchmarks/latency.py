@@ -1,6 +1,7 @@
-"""Decoding latency of MIST vs Fairseq's own AR transformer, NAT, CMLM and LevT, plus training
-throughput of a MIST step vs a no-mix step vs glancing off. All figures come from one run on one
-machine; speedups are computed pair by pair (same batch, same run).
+"""Decoding latency of MIST vs Fairseq's own AR transformer, NAT, CMLM and LevT. All figures come
+from one run on one machine; speedups are computed pair by pair (same batch, same run). The
+training-step benchmark (fp32 vs the CPU fast path) is benchmarks/train_step.py; its section of
+BENCHMARK.md is kept when this script rewrites the file.
 
     python benchmarks/latency.py --data DATA_DIR [--n 200] [--batch-sizes 1 16] [--threads 2]
     python benchmarks/latency.py --quick            # tiny check that the script works (tests run it)
@@ -27,7 +28,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +37,9 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from report_io import get_section, platform_line, prepare_shipped_data, write_atomic  # noqa: E402
 
 import mist_fairseq  # noqa: E402,F401  (registers task/model/criterion)
 from fairseq import options, tasks  # noqa: E402
@@ -233,43 +236,9 @@ def time_decoding(mtask, systems, args):
     return rows, n
 
 
-def time_training(mtask, args):
-    """Target tokens/s of one update (forward + backward + Adam step) for four criterion settings
-    on the same model and batch, interleaved."""
-    from mist_fairseq.criterions.mist import MistCriterion
-
-    task, model = build_mist(args)
-    task.load_dataset("train")
-    ds = task.dataset("train")
-    sample = ds.collater([ds[i] for i in range(min(args.train_batch, len(ds)))])
-    ntok = int(sample["target"].ne(task.target_dictionary.pad()).sum())
-    base = dict(label_smoothing=0.1, length_loss_factor=0.1, mist_loss_factor=1.0, glat_ratio_end=None,
-                glat_anneal_updates=0, glat_hamming="first")
-    settings = {
-        "MIST (dynamic mixing, glancing 0.5)": MistCriterion(task, mix_mode="dynamic", glat_ratio=0.5, **base),
-        "no mixing (glancing 0.5)": MistCriterion(task, mix_mode="none", glat_ratio=0.5, **base),
-        "MIST, glancing off": MistCriterion(task, mix_mode="dynamic", glat_ratio=0.0, **base),
-        "no mixing, glancing off": MistCriterion(task, mix_mode="none", glat_ratio=0.0, **base),
-    }
-    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
-    model.train()
-    times = {k: [] for k in settings}
-    for rep in range(args.train_reps + 1):
-        for name, crit in settings.items():
-            t = time.perf_counter()
-            loss, _, _ = crit(model, sample)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if rep > 0:  # the first round warms up
-                times[name].append(time.perf_counter() - t)
-    return {k: {"sec_per_step": statistics.median(v), "tgt_tokens_per_s": ntok / statistics.median(v)}
-            for k, v in times.items()}, ntok, sample["target"].size(0)
-
-
-def write_report(rows, train, n, args, ntok, nsent, wall):
+def write_report(rows, n, args, wall):
     lines = [
-        "# Benchmark: decoding latency and training throughput",
+        "# Benchmark: decoding latency and training step",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} CPU cores "
         f"({platform_line()}), torch {torch.__version__}, {args.threads} threads, one run ({wall:.0f} s).",
@@ -296,24 +265,7 @@ def write_report(rows, train, n, args, ntok, nsent, wall):
             lines.append(f"| {name} | {x['median_ms']:.2f} | [{x['p25_ms']:.2f}, {x['p75_ms']:.2f}] | "
                          f"{x['speedup_vs_ar_beam4']:.1f}x | {out} |")
         lines.append("")
-    if train:
-        lines += [f"## Training step ({nsent} sentences, {ntok} target tokens, forward + backward + Adam)", "",
-                  "| setting | s/step | target tokens/s | cost vs no mixing |", "|---|---:|---:|---:|"]
-        ref = train["no mixing (glancing 0.5)"]["sec_per_step"]
-        for name, t in train.items():
-            lines.append(f"| {name} | {t['sec_per_step']:.3f} | {t['tgt_tokens_per_s']:.0f} | {t['sec_per_step'] / ref:.2f}x |")
-        lines.append("")
     return "\n".join(lines)
-
-
-def platform_line():
-    try:
-        for ln in open("/proc/cpuinfo"):
-            if ln.startswith("model name"):
-                return ln.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def chart(rows, args, path):
@@ -357,9 +309,6 @@ def main(argv=None):
     p.add_argument("--mist-checkpoint", help="trained mist_nar checkpoint (its own architecture is used)")
     p.add_argument("--baselines", help="folder of trained baselines (RUNS of run_baselines.sh: ar/ nat/ cmlm/ levt/)")
     p.add_argument("--baseline-checkpoint", default="checkpoint_best.pt", help="checkpoint file name in each baseline folder")
-    p.add_argument("--train-batch", type=int, default=32, help="sentences in the timed training step")
-    p.add_argument("--train-reps", type=int, default=3, help="timed training steps per setting")
-    p.add_argument("--no-train", action="store_true", help="skip the training-throughput part")
     p.add_argument("--out", default=os.path.join(REPO, "docs"), help="where BENCHMARK.md/.json/.png go")
     p.add_argument("--name", default="BENCHMARK", help="file name (no extension) of the report in --out")
     p.add_argument("--quick", action="store_true", help="tiny models, few sentences: checks that it runs")
@@ -368,34 +317,27 @@ def main(argv=None):
     # untrained systems guess lengths at random: pin them unless every system is trained
     args.pin_lengths = not (args.mist_checkpoint and args.baselines)
     if args.quick:
-        args.n, args.batch_sizes, args.warmup, args.train_batch, args.train_reps = 6, [1, 4], 1, 4, 1
+        args.n, args.batch_sizes, args.warmup = 6, [1, 4], 1
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         if args.data is None:
-            args.data = os.path.join(tmp, "quora_small")
-            res = os.path.join(REPO, "mist_fairseq", "resources", "quora_small")
-            subprocess.run([sys.executable, "-m", "mist_fairseq.prepare", "parallel", "--out", args.data]
-                           + [a for s in ("train", "test") for side in ("src", "tgt")
-                              for a in (f"--{s}-{side}", os.path.join(res, f"{s}.{side}"))],
-                           check=True, capture_output=True)
+            args.data = prepare_shipped_data(os.path.join(tmp, "quora_small"))
         args.bin = os.path.join(args.data, "bin")
         if args.data.startswith(tmp):
             args.data = "the shipped quora_small (prepared into a temp folder)"
         mtask, systems = make_systems(args, tmp)
         mtask.load_dataset("test")
         rows, n = time_decoding(mtask, systems, args)
-        train, ntok, nsent = (None, 0, 0) if args.no_train else time_training(mtask, args)
-    report = write_report(rows, train, n, args, ntok, nsent, time.time() - t0)
+    report = write_report(rows, n, args, time.time() - t0)
     print(report)
     os.makedirs(args.out, exist_ok=True)
     name = args.name + "_quick" if args.quick else args.name
-    for ext, content in ((".md", report), (".json", json.dumps({"decoding": rows, "training": train}, indent=2))):
-        tmpf = os.path.join(args.out, name + ext + ".tmp")
-        with open(tmpf, "w") as f:
-            f.write(content + "\n")
-        os.replace(tmpf, os.path.join(args.out, name + ext))
+    md = os.path.join(args.out, name + ".md")
+    kept = get_section(md, "Training step")  # benchmarks/train_step.py's section
+    write_atomic(md, report + "\n" + ("\n" + kept if kept else ""))
+    write_atomic(os.path.join(args.out, name + ".json"), json.dumps({"decoding": rows}, indent=2) + "\n")
     chart(rows, args, os.path.join(args.out, name + ".png"))
 
 

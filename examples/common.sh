@@ -1,5 +1,5 @@
 # Sourced by the per-dataset scripts: train (resumable), generate the test set, score it.
-# Reads DATA RUN MODE ARCH PRETRAINED LR BATCH UPDATES WARMUP INTERVAL GEN_BATCH SCORE_TASK EXTRA RECIPE, and
+# Reads DATA RUN MODE ARCH PRETRAINED LR BATCH UPDATES WARMUP INTERVAL GEN_BATCH SCORE_TASK EXTRA RECIPE FAST_PATH, and
 # BUDGET_HOURS (> 0: stop after that much cumulative training wall time, kept across resumes) or
 # DEV_SELECT=1: in both cases every INTERVAL-update checkpoint is kept and the test checkpoint is the one
 # with the best dev BLEU-4 (otherwise: the best validation loss).
@@ -30,6 +30,15 @@ recipe_args() {  # sets the array RECIPE_ARGS: the optimisation recipe RECIPE (r
     authors-cpu) authors_recipe "$LR" "$WARMUP" ;;
     *) echo "unknown RECIPE=$RECIPE (plugin | authors | authors-cpu)" >&2; return 2 ;;
   esac
+  # FAST_PATH=1 (default): the CPU fast path (bf16 matrix products, fused AdamW: the same update as
+  # Fairseq's adam; docs/BENCHMARK.md "Training step"); FAST_PATH=0 trains in plain fp32
+  if [ "${FAST_PATH:-1}" = 1 ]; then
+    local i
+    for i in "${!RECIPE_ARGS[@]}"; do
+      [ "${RECIPE_ARGS[$i]}" = adam ] && [ "${RECIPE_ARGS[$((i - 1))]}" = --optimizer ] && RECIPE_ARGS[$i]=fused_adamw
+    done
+    RECIPE_ARGS+=(--cpu-fast-path)
+  fi
 }
 
 train_generate_score() {

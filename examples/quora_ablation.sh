@@ -9,6 +9,10 @@
 #   F  D with the authors' recipe at the lr and warm-up of a CPU budget (RECIPE=authors-cpu: lr 3e-4,
 #      100 warm-up updates, linear decay to 0): faithful MIST that trains in a few hundred updates
 #   G  no mixing with F's recipe and loss
+#   C_fast, C_fast_s2  C on the CPU fast path (issue 13), seeds 1 and 2; C_s2  C in fp32 with seed 2: does the
+#      fast path change quality? (fast_quality: dev loss and dev BLEU-4 of C, C_s2, C_fast and C_fast_s2 at
+#      every saved checkpoint, one plot; the seed pairs measure run-to-run noise.) Rows A-G and C_s2 run in
+#      fp32 (FAST_PATH=0, as A-G were run).
 # Every system trains UPDATES updates at batch BATCH on THREADS threads, saves every INTERVAL updates, and is
 # tested once at its dev-chosen checkpoint (dev BLEU-4); the equal-update comparisons use the checkpoints at
 # UPDATES. Steps are idempotent and resume from checkpoint_last.pt, so STEPS can be split over processes:
@@ -35,7 +39,7 @@ system() {  # NAME MODE RECIPE CRITERION_ARGS [UPDATES]
   local run=$ROOT/ablation_$1
   [ -e "$run/scores.json" ] && return 0
   MODE=$2 RECIPE=$3 EXTRA=$4 RUN=$run UPDATES=${5:-$UPDATES} DEV_SELECT=1 DATA=$DATA BATCH=$BATCH \
-    INTERVAL=$INTERVAL LR=3e-4 WARMUP=100 LOG_INTERVAL=10 bash "$here/quora.sh"
+    INTERVAL=$INTERVAL LR=3e-4 WARMUP=100 LOG_INTERVAL=10 FAST_PATH=${FAST_PATH:-0} bash "$here/quora.sh"
 }
 
 train_wall() {  # RUN -> seconds of training wall time in its log (the last 'wall=' Fairseq printed)
@@ -48,6 +52,23 @@ for step in $STEPS; do
     A) system A dynamic plugin "--pseudo-from masked --score-positions masked --glat-hamming first" ;;
     B) system B dynamic plugin "--pseudo-from glanced --score-positions masked --glat-hamming first" ;;
     C) system C dynamic plugin "--pseudo-from glanced --score-positions all --glat-hamming first" ;;
+    C_fast) FAST_PATH=1 system C_fast dynamic plugin "--pseudo-from glanced --score-positions all --glat-hamming first" ;;
+    C_fast_s2) FAST_PATH=1 system C_fast_s2 dynamic plugin "--pseudo-from glanced --score-positions all --glat-hamming first --seed 2" ;;
+    C_s2) FAST_PATH=0 system C_s2 dynamic plugin "--pseudo-from glanced --score-positions all --glat-hamming first --seed 2" ;;
+    fast_quality)
+      for s in C C_s2 C_fast C_fast_s2; do
+        [ -e "$ROOT/ablation_$s/scores.json" ] || continue
+        for ck in "$ROOT/ablation_$s"/checkpoint_1_*.pt; do
+          n=${ck##*_}; n=${n%.pt}
+          [ -e "$ROOT/ablation_$s/valid-$n.log" ] || fairseq-validate "$DATA/bin" --user-dir "$REPO/mist_fairseq" \
+            --task mist_nar --path "$ck" --valid-subset valid --batch-size 64 --num-workers 0 \
+            > "$ROOT/ablation_$s/valid-$n.log" 2>&1
+        done
+        cp "$ROOT/ablation_$s/dev_curve.json" "$DOCS/dev_curve_$s.json"
+        grep -h "train_inner\|done training" "$ROOT/ablation_$s/train.log" > "$DOCS/train_log_$s.txt" || true
+        cp "$ROOT/ablation_$s/scores.json" "$DOCS/scores_$s.json"
+      done
+      python "$here/plot_fast_path.py" --root "$ROOT" --docs "$DOCS" ;;
     D) system D dynamic authors "" ;;
     E) system E none authors "" ;;
     F) system F dynamic authors-cpu "" ;;

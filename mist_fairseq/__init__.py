@@ -1,7 +1,7 @@
 """mist_fairseq: MIST non-autoregressive generation as a Fairseq plugin (``--user-dir mist_fairseq``).
 
 Registers the ``mist_nar`` task, the ``mist_nar`` model (presets ``mist_minilm_l6``,
-``mist_bert_small``, ``mist_bert_base``, ``mist_tiny``) and the ``mist`` criterion.
+``mist_bert_small``, ``mist_bert_base``, ``mist_tiny``), the ``mist`` criterion and the ``fused_adamw`` optimizer.
 """
 
 import logging
@@ -17,5 +17,6 @@ allow_fairseq_checkpoints()
 from mist_fairseq.tasks import mist_nar as _task  # noqa: E402,F401
 from mist_fairseq.models import mist_nar as _model  # noqa: E402,F401
 from mist_fairseq.criterions import mist as _criterion  # noqa: E402,F401
+from mist_fairseq.optim import fused_adamw as _optimizer  # noqa: E402,F401
 
 __version__ = "0.1.0"

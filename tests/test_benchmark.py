@@ -1,6 +1,7 @@
 """The benchmark's --quick mode runs end to end (no timing is asserted: timings live in docs/)."""
 
 import json
+import re
 import sys
 
 import pytest
@@ -22,9 +23,39 @@ def test_latency_quick(tmp_path):
     # pinned lengths: AR and NAT produce the reference length (NAT adds <s>)
     ar, nat = rows["AR transformer, greedy"]["1"]["out_len"], rows["NAT (single pass)"]["1"]["out_len"]
     assert nat == pytest.approx(ar + 1)
-    assert set(data["training"]) >= {"MIST (dynamic mixing, glancing 0.5)", "no mixing (glancing 0.5)"}
     assert (tmp_path / "BENCHMARK_quick.png").stat().st_size > 1000
     assert "| MIST single pass |" in (tmp_path / "BENCHMARK_quick.md").read_text()
+
+
+def test_train_step_quick(tmp_path):
+    """fp32 and fast-path rows, MIST and no-mix, each with a speed-up/cost ratio and its own peak memory."""
+    run_cli([sys.executable, f"{REPO}/benchmarks/train_step.py", "--quick", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "BENCHMARK_train_quick.json").read_text())
+    rows = data["rows"]
+    assert set(rows) == {"MIST train step, fp32", "MIST train step, fast path", "MIST train step, fast path with Fairseq's adam",
+                         "no-mix train step, fp32", "no-mix train step, fast path"}
+    for r in rows.values():
+        assert r["sec_per_step"] > 0 and r["peak_rss_mb"] > 50 and len(r["times"]) == 2
+    assert rows["MIST train step, fast path"]["speedup_vs_fp32"] > 0
+    assert rows["MIST train step, fast path"]["cost_vs_nomix"] > 0
+    md = (tmp_path / "BENCHMARK_train_quick.md").read_text()
+    assert re.search(r"\| MIST train step, fast path \|.*\| \d+\.\dx \|", md)
+    # the profiles before/after name real operators
+    assert set(data["profiles"]) == {"MIST train step, fp32", "MIST train step, fast path"}
+    assert any(o["op"].startswith("aten::") for o in data["profiles"]["MIST train step, fp32"])
+
+
+def test_report_section_is_replaced_and_kept(tmp_path):
+    sys.path.insert(0, f"{REPO}/benchmarks")
+    from report_io import get_section, replace_section
+
+    md = tmp_path / "B.md"
+    md.write_text("# B\n\n## Batch size 1\n\nrow\n")
+    replace_section(str(md), "Training step", "## Training step\n\nold\n")
+    replace_section(str(md), "Training step", "## Training step\n\nnew\n")
+    text = md.read_text()
+    assert text.count("## Training step") == 1 and "new" in text and "old" not in text and "row" in text
+    assert get_section(str(md), "Training step").strip() == "## Training step\n\nnew"
 
 
 def test_latency_with_trained_checkpoints_lets_every_system_predict_its_length(data, tmp_path):
@@ -48,7 +79,7 @@ def test_latency_with_trained_checkpoints_lets_every_system_predict_its_length(d
     run_cli(["fairseq-train", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar", "--arch", "mist_tiny",
              "--criterion", "mist", "--optimizer", "adam", "--lr", "5e-4", "--batch-size", "8", "--max-update", "2",
              "--save-dir", str(tmp_path / "mist"), "--no-epoch-checkpoints", "--num-workers", "0"])
-    run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--data", str(data), "--no-train",
+    run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--data", str(data),
              "--mist-checkpoint", str(tmp_path / "mist" / "checkpoint_last.pt"), "--baselines", str(runs),
              "--baseline-checkpoint", "checkpoint_dev_best.pt", "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "BENCHMARK_quick.json").read_text())["decoding"]
@@ -56,6 +87,6 @@ def test_latency_with_trained_checkpoints_lets_every_system_predict_its_length(d
     report = (tmp_path / "BENCHMARK_quick.md").read_text()
     assert "predicts its own output length" in report and "trained" in report
     # a missing baseline is one clear line
-    bad = run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--data", str(data), "--no-train",
+    bad = run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--data", str(data),
                    "--baselines", str(tmp_path / "nothing"), "--out", str(tmp_path)], check=False)
     assert bad.returncode != 0 and "run_baselines.sh" in bad.stderr

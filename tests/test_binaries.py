@@ -8,6 +8,7 @@ import pytest
 
 import mist_fairseq  # noqa: F401  (allow-lists the classes of Fairseq checkpoints for torch.load)
 from conftest import N_TEST, USER_DIR, python_cli, run_cli
+from mist_fairseq.models.fast_path import bf16_matmul_supported
 
 
 def train(data_bin, save_dir, *extra, arch="mist_tiny", updates=4):
@@ -284,3 +285,16 @@ def test_example_recipes_are_valid_fairseq_options(data, tmp_path, recipe):
         assert lr["--warmup-updates"] == ("500" if recipe == "authors" else "100") and lr["--weight-decay"] == "0.01"
         assert lr["--total-num-update"] == "300" and lr["--lr-scheduler"] == "polynomial_decay"
     assert "num_updates=1" in out.stdout + out.stderr  # it trained
+    # the example scripts train on the CPU fast path unless FAST_PATH=0
+    assert lr["--optimizer"] == "fused_adamw" and "--cpu-fast-path" in args
+    if bf16_matmul_supported():
+        assert "CPU fast path: bf16 matrix products" in out.stdout + out.stderr
+    if recipe == "plugin":
+        # resuming loads the fused optimizer's state and goes on counting
+        out = train(data / "bin", tmp_path / "ck", *args, "--disable-validation", updates=2)
+        log = out.stdout + out.stderr
+        assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ 1 updates\)", log)
+        assert "num_updates=2" in log
+        fp32 = subprocess.run(["bash", "-c", "export FAST_PATH=0; " + script], capture_output=True, text=True,
+                              check=True).stdout.splitlines()
+        assert "--cpu-fast-path" not in fp32 and dict(zip(fp32, fp32[1:]))["--optimizer"] == "adam"

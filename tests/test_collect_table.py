@@ -54,3 +54,31 @@ def test_collect_ablation_rows_probe_and_bootstrap_from_files_only(tmp_path):
     assert "| 5.0 |" in probe_row and not any(ln.startswith("| E |") and "1.0" in ln for ln in out.splitlines())
     assert "| D vs E, at 300 updates | 12.25 | 11.00 | +1.25 | [+0.50, +2.00] | 0.001 |" in out
     assert (tmp_path / "t.md").read_text().strip() == out.strip()
+
+
+def test_fast_path_quality_reads_logs_and_compares_seed_gaps(tmp_path):
+    """examples/plot_fast_path.py: curves from the runs' own logs; gaps only where both runs have the point."""
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    line = ("2026-11-25 10:24:42 | INFO | train_inner | epoch 001:     10 / 766 loss={loss}, nll_loss=1, "
+            "num_updates={n}, lr=3e-05, wall={w}\n")
+    for k, (loss, bleu, dev) in {"C": (9.0, 11.0, 13.6), "C_fast": (9.1, 11.5, 13.9),
+                                 "C_fast_s2": (9.4, 10.0, 13.2)}.items():
+        run = tmp_path / f"ablation_{k}"
+        write(run / "dev_curve.json", {"best": {"updates": 20}, "points": [
+            {"updates": 10, "score": bleu - 5}, {"updates": 20, "score": bleu}]})
+        write(run / "scores.json", {"scores": {"BLEU-4": bleu + 1}})
+        (run / "train.log").write_text("".join(line.format(loss=loss + 30 - n, n=n, w=3 * n) for n in range(1, 21)))
+        for n in (10, 20):
+            (run / f"valid-{n}.log").write_text(f"| valid on 'valid' subset | loss {dev + 20 - n:.3f} | nll_loss 1.0 |")
+    run_cli([sys.executable, f"{REPO}/examples/plot_fast_path.py", "--root", str(tmp_path), "--docs", str(tmp_path / "d")])
+    data = json.loads((tmp_path / "d" / "fast_path_quality.json").read_text())
+    s = data["summary"]
+    assert set(data["runs"]) == {"C", "C_fast", "C_fast_s2"}  # the optional fp32 seed-2 run is absent
+    assert s["dev_bleu"]["fast_vs_fp32_seed1"] == pytest.approx(0.5)
+    assert s["dev_bleu"]["fast_seed1_vs_seed2"] == pytest.approx(1.5)
+    assert s["dev_loss"]["fast_vs_fp32_seed1"] == pytest.approx(0.3)
+    assert "fp32_seed1_vs_seed2" not in s["dev_bleu"]
+    assert s["train_wall_s"]["C"] == 60.0
+    assert (tmp_path / "d" / "fast_path_quality.png").stat().st_size > 1000

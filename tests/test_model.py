@@ -140,6 +140,10 @@ def test_mix_source_layout_and_truncation(tiny_model, small_dict):
     mixed = m.mix_source(pseudo, src)
     real = [[t for t in row.tolist() if t != d.pad()] for row in mixed]
     assert real == [[10, 11, d.eos(), 20, 21, 22, d.eos()], [12, d.eos(), 23, d.eos()]]
+    # packed: no padding inside a row, width = the longest row (not T + 1 + S)
+    assert mixed.shape == (2, 7) and mixed[1, 4:].eq(d.pad()).all() and mixed[:, :4].ne(d.pad()).all()
+    left_padded = torch.tensor([[20, 21, 22, d.eos()], [d.pad(), d.pad(), 23, d.eos()]])
+    assert torch.equal(m.mix_source(pseudo, left_padded), mixed)
     # budget: positions (64) - [CLS] - target (16) = 47 tokens; a long source is cut, [SEP] kept
     long_src = torch.cat([torch.full((1, 60), 20), torch.tensor([[d.eos()]])], 1)
     cut = m.mix_source(pseudo[:1], long_src)

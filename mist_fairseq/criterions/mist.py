@@ -31,6 +31,8 @@ from fairseq.criterions.nat_loss import (
 )
 from fairseq.dataclass import ChoiceEnum
 
+from mist_fairseq.criterions.label_smoothed_ce import label_smoothed_nll
+
 MIX_MODES = ChoiceEnum(["none", "dynamic", "static"])
 HAMMING_FROM = ChoiceEnum(["first", "mixed"])
 PSEUDO_FROM = ChoiceEnum(["glanced", "masked"])
@@ -105,7 +107,8 @@ def scatter_argmax(logits: torch.Tensor, where: torch.Tensor, pad: int) -> torch
     """logits: (N, V) at the N True positions of where (B, T) -> (B, T) argmax ids, pad elsewhere.
     Detached: no gradient ever flows through a pseudo target."""
     out = torch.full(where.shape, pad, dtype=torch.long, device=where.device)
-    out[where] = logits.detach().argmax(-1)
+    # max(-1).indices, not argmax: the same first-maximum index, several times faster on bf16 logits
+    out[where] = logits.detach().max(-1).indices
     return out
 
 
@@ -149,7 +152,8 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         project = scored if project is None else project
         logits = model.decode_target(state, y_in, project)
         in_loss = scored[project]  # which projected rows are scored
-        entry = {"out": logits[in_loss], "tgt": gold[scored], "ls": self.label_smoothing, "nll_loss": True}
+        out = logits if bool(in_loss.all()) else logits.index_select(0, in_loss.nonzero().squeeze(1))
+        entry = {"out": out, "tgt": gold[scored], "ls": self.label_smoothing, "nll_loss": True}
         return entry, logits
 
     def mist_outputs(self, model, sample):
@@ -207,6 +211,15 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
                 pseudo, (0, T - pseudo.size(1)), value=model.pad)
             extras["_pseudo_correct"] = int(((aligned == gold) & real).sum())
         return outputs, extras
+
+    def _compute_loss(self, outputs, targets, masks=None, label_smoothing=0.0, name="loss", factor=1.0):
+        """The parent's label-smoothed NLL. fp32 logits take the parent's own code; bf16 logits (the
+        CPU fast path) take a chunked fp32 computation of the same formula that never materialises
+        an fp32 (N, V) log-probability tensor (criterions/label_smoothed_ce.py)."""
+        if masks is not None or outputs.dtype == torch.float32:
+            return super()._compute_loss(outputs, targets, masks, label_smoothing, name, factor)
+        loss, nll_loss = label_smoothed_nll(outputs, targets, label_smoothing)
+        return {"name": name, "loss": loss * factor, "nll_loss": nll_loss, "factor": factor}
 
     def forward(self, model, sample, reduce=True):
         extras = {}

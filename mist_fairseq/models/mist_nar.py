@@ -20,6 +20,7 @@ from omegaconf import II, open_dict
 
 from mist_fairseq.models.bert_encoder import ACTIVATIONS, BertEncoder, MLMHead, SourceState
 from mist_fairseq.models import pretrained
+from mist_fairseq.models.fast_path import Dropout, Linear, bf16_matmul_supported
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,18 @@ class MistNARConfig(FairseqDataclass):
             "help": "share the MLM head's output projection with the word embeddings; by default (the "
             "authors' choice) it is a separate matrix initialised from them (or from the checkpoint's "
             "own MLM decoder). Checkpoints saved before this option existed load as tied, as they were trained."
+        },
+    )
+    cpu_fast_path: bool = field(
+        default=False,
+        metadata={
+            "help": "CPU training fast path: the linear layers' and the output projection's matrix "
+            "products in bf16 (fp32 master weights, fp32 accumulation; the feed-forward's GELU in bf16; "
+            "attention, LayerNorm, softmax and the loss stay fp32), a cheaper dropout mask (drop probability rounded to 2^-15) "
+            "and denormals flushed. Training only: validation and generation "
+            "run fp32. Needs a CPU with bf16 dot products (avx512_bf16/AMX; else a warning and fp32). "
+            "No effect on CUDA tensors: use Fairseq's --fp16/--bf16 there. Pair with --optimizer "
+            "fused_adamw for a lean optimizer step"
         },
     )
     init_std: float = field(default=0.02, metadata={"help": "std of weights not taken from a checkpoint"})
@@ -98,6 +111,26 @@ class MistNARModel(BaseFairseqModel):
         self.apply(self._init_weights)
         if not tied:
             self.mlm_head.weight.data.copy_(embed.data)  # untied, but starts from the embeddings
+        self.set_cpu_fast_path(getattr(cfg, "cpu_fast_path", False))
+
+    def set_cpu_fast_path(self, on: bool) -> bool:
+        """Turns the bf16 matrix products of training on or off; returns whether they are on
+        (off where the CPU lacks bf16 dot products)."""
+        if on and not bf16_matmul_supported():
+            logger.warning("--cpu-fast-path: this CPU has no bf16 dot-product instructions "
+                           "(avx512_bf16/AMX); training stays fp32")
+            on = False
+        if on:
+            logger.info("CPU fast path: bf16 matrix products, fast dropout masks while training")
+            # tiny weights/activations (fresh heads, late in training) fall into denormals, which
+            # the CPU handles several times slower; flushing them changes nothing measurable
+            torch.set_flush_denormal(True)
+        for m in self.modules():
+            if isinstance(m, (Linear, MLMHead)):
+                m.bf16 = on
+            if isinstance(m, Dropout):
+                m.fast = on
+        return on
 
     def _init_weights(self, m):
         # BERT's initialisation, for everything a checkpoint does not provide
@@ -148,7 +181,9 @@ class MistNARModel(BaseFairseqModel):
         where most of a step's time would otherwise go). Returns logits (B, T, V) or (N, V)."""
         h = self.encoder.decode_target(state, tgt)
         if positions is not None:
-            h = h[positions]
+            # index_select, not h[positions]: the boolean index's backward is an accumulating
+            # index_put, several times slower on CPU than index_select's index_add
+            h = h.reshape(-1, h.size(-1)).index_select(0, positions.reshape(-1).nonzero().squeeze(1))
         return self.mlm_head(h)
 
     def length_logits(self, state: SourceState) -> torch.Tensor:
@@ -158,7 +193,9 @@ class MistNARModel(BaseFairseqModel):
     def mix_source(self, pseudo: torch.Tensor, src_tokens: torch.Tensor) -> torch.Tensor:
         """MIST's mixed source ``Y_p [SEP] X [SEP]`` (``[CLS]`` is added by :meth:`encode_source`).
         pseudo: (B, T) token ids, padded; a final [SEP] is put after its last real token.
-        src_tokens: (B, S). Returns (B, T + 1 + S); when [CLS] + Y_p + X + target would exceed the
+        src_tokens: (B, S). Returns (B, W), W <= T + 1 + S: each row's real tokens packed to the left
+        (padding of Y_p and of a left-padded X would otherwise sit inside every row and be encoded:
+        the mixed pass is the longest of a MIST step). When [CLS] + Y_p + X + target would exceed the
         position table, the tail of X is cut (keeping its final [SEP]) -- Y_p is short and kept whole.
         """
         real = pseudo.ne(self.pad) & pseudo.ne(self.eos)
@@ -173,7 +210,10 @@ class MistNARModel(BaseFairseqModel):
             x = src_tokens.masked_fill(src_real & (src_count > allowed), self.pad)
             x = x.masked_fill(src_real & (src_count == allowed), self.eos)
             mixed = torch.cat([y, sep, x], 1)
-        return mixed
+        is_pad = mixed.eq(self.pad)
+        order = is_pad.to(torch.int8).argsort(dim=1, stable=True)  # real tokens first, in order
+        width = int((~is_pad).sum(1).max())
+        return mixed.gather(1, order[:, :width])
 
     def masked_target(self, lengths: torch.Tensor, width: Optional[int] = None) -> torch.Tensor:
         """(B,) lengths -> (B, width) all [MASK] up to each length (final [SEP] slot included), pad after."""

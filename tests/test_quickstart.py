@@ -1,0 +1,32 @@
+"""The quickstart's progress display: parsed from fairseq-train's own log lines, shown on the terminal."""
+
+import sys
+
+import pytest
+
+from mist_fairseq.quickstart import progress_line, run_with_progress
+
+LINE = ("2026-11-25 10:24:42 | INFO | train_inner | epoch 001:     10 / 766 loss=30.02, nll_loss=29.22, "
+        "ups=0.15, wpb=986, bsz=64, num_updates={n}, lr=3e-05, gnorm=47.934, train_wall=64, wall=65")
+
+
+def test_progress_line_reads_updates_loss_speed_and_time_left():
+    shown = progress_line(LINE.format(n=40), total=400, elapsed=100.0)
+    assert shown.split() == ["update", "40/400", "|", "loss", "30.02", "|", "0.40", "updates/s", "|", "15:00", "left"]
+    # a resumed run counts its own updates only: 40 - 20 in 100 s
+    assert "0.20 updates/s" in progress_line(LINE.format(n=40), 400, 100.0, start_update=20)
+    assert progress_line("2026-11-25 | INFO | fairseq_cli.train | model mist_nar", 400, 1.0) is None
+
+
+def test_run_with_progress_prints_while_training_and_keeps_the_log(tmp_path, capsys):
+    script = ("import time\n"
+              "print('loaded checkpoint x/checkpoint_last.pt (epoch 1 @ 10 updates)', flush=True)\n"
+              + "".join(f"print({LINE.format(n=n)!r}, flush=True)\n" for n in (20, 30)))
+    log = tmp_path / "train.log"
+    run_with_progress([sys.executable, "-c", script], str(log), total=30)
+    out = capsys.readouterr().out
+    assert "resumed at update 10" in out
+    assert "update   20/30" in out and "update   30/30" in out and "0:00 left" in out
+    assert log.read_text().count("num_updates=") == 2  # everything fairseq printed is in the log
+    with pytest.raises(SystemExit, match="see"):
+        run_with_progress([sys.executable, "-c", "raise SystemExit(3)"], str(log), total=1)
