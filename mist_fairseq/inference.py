@@ -1,0 +1,96 @@
+"""One inference entry point: load a checkpoint, set threads, ``generate(list[str]) -> list[str]``.
+
+    from mist_fairseq import MistModel
+    m = MistModel.from_pretrained("runs/quora", checkpoint_file="checkpoint_best.pt",
+                                  data_name_or_path="data/quora/bin")
+    m.generate(["How can I learn Python fast?"])                  # -> ["how can i learn python quickly?"]
+    m.generate(sources, iterations=3, strategy="mask-predict", length_beam=3)
+
+Built on Fairseq's hub machinery (``fairseq.hub_utils.from_pretrained`` loads the model and task,
+``GeneratorHubInterface`` batches the inputs and handles the device); raw text goes in, WordPiece
+tokenization and detokenization are Fairseq's ``--bpe bert`` with the data folder's ``vocab.txt``.
+Decoding is :class:`~mist_fairseq.generators.mist_generator.MistGenerator`, the same generator
+``fairseq-generate`` uses. ``generate`` keeps no state between calls and runs under
+``torch.inference_mode``: concurrent calls from several threads are safe (a test checks they give
+the serial results).
+"""
+
+import os
+from typing import List, Optional
+
+import torch
+from fairseq import hub_utils, utils
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class MistModel(hub_utils.GeneratorHubInterface):
+    """A trained ``mist_nar`` checkpoint behind Fairseq's hub interface (``encode``/``decode``/
+    ``string`` work as in Fairseq); :meth:`generate` takes and returns plain strings."""
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "checkpoint_best.pt",
+                        data_name_or_path: str = ".", threads: Optional[int] = None,
+                        batch_size: int = 32, **kwargs) -> "MistModel":
+        """model_name_or_path: the checkpoint folder; data_name_or_path: the ``fairseq-preprocess``
+        folder of the training data (``dict.src.txt``, ``vocab.txt``; relative paths starting with
+        '.' are taken inside the checkpoint folder, as in Fairseq); threads: torch threads (default:
+        torch's); batch_size: sentences per forward pass. Further kwargs override checkpoint options."""
+        data = (os.path.abspath(os.path.join(model_name_or_path, data_name_or_path))
+                if data_name_or_path.startswith(".") else data_name_or_path)
+        for name in ("dict.src.txt", "vocab.txt"):
+            if not os.path.exists(os.path.join(data, name)):
+                raise FileNotFoundError(
+                    f"{data}/{name} not found: pass data_name_or_path= the fairseq-preprocess folder of the "
+                    "training data (python -m mist_fairseq.prepare writes it as OUT/bin)")
+        ckpt = os.path.join(model_name_or_path, checkpoint_file)
+        if not os.path.exists(ckpt):
+            raise FileNotFoundError(f"{ckpt} not found: checkpoint_file= names a file in {model_name_or_path}")
+        if threads:
+            torch.set_num_threads(threads)
+        loaded = hub_utils.from_pretrained(
+            model_name_or_path, checkpoint_file=checkpoint_file, data_name_or_path=data, user_dir=HERE,
+            bpe="bert", bpe_vocab_file=os.path.join(data, "vocab.txt"), **kwargs)
+        cfg = loaded["args"]
+        cfg.dataset.batch_size, cfg.dataset.max_tokens = batch_size, None
+        return cls(cfg, loaded["task"], loaded["models"])
+
+    def generator(self, iterations: int = 1, strategy: str = "mist", length_beam: int = 1,
+                  min_length: Optional[int] = None, dedup: Optional[bool] = None):
+        """The decoding strategy: the task's own options (the checkpoint's ``--mist-decode-iters``,
+        ``--decode-strategy``...) unless given here."""
+        from mist_fairseq.generators.mist_generator import MistGenerator
+
+        tcfg = self.task.cfg
+        return MistGenerator(
+            self.tgt_dict, decode_iters=iterations, strategy=strategy, length_beam=length_beam,
+            min_length=tcfg.min_target_length if min_length is None else min_length,
+            dedup=(not tcfg.no_dedup) if dedup is None else dedup,
+        )
+
+    def generate(self, sentences: List[str], iterations: int = 1, strategy: str = "mist",
+                 length_beam: int = 1, **kwargs) -> List[str]:
+        """Raw source strings -> detokenized outputs, in input order. iterations: decoding passes
+        (1 = the single parallel pass); strategy: 'mist' (feed the output back as pseudo target) or
+        'mask-predict'; length_beam: candidate lengths decoded per input."""
+        if isinstance(sentences, str):
+            raise TypeError("generate takes a list of strings; wrap a single input in a list")
+        if not sentences:
+            return []
+        gen = self.generator(iterations, strategy, length_beam, **kwargs)
+        tokens = [self.encode(s) for s in sentences]
+        out = [None] * len(sentences)
+        with torch.inference_mode():
+            for batch in self._build_batches(tokens, skip_invalid_size_inputs=False):
+                batch = utils.apply_to_sample(lambda t: t.to(self.device), batch)
+                for i, hypos in zip(batch["id"].tolist(), gen.generate(self.models, batch)):
+                    out[i] = self.decode(hypos[0]["tokens"])
+        return out
+
+    def sample(self, sentences, beam: int = 1, verbose: bool = False, **kwargs):
+        """Fairseq's hub name for generation (``beam`` is the length beam here)."""
+        single = isinstance(sentences, str)
+        out = self.generate([sentences] if single else sentences, length_beam=beam, **kwargs)
+        return out[0] if single else out
+
+    translate = sample
