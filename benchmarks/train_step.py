@@ -51,7 +51,7 @@ PAIRS = {  # row -> its fp32 reference
 }
 
 
-def worker(name, argv, batches, threads, conn):
+def worker(argv, batches, threads, conn):
     """Builds one trainer and answers ('step', k) / ('profile', k) / ('stop',) from the parent."""
     import torch
 
@@ -113,12 +113,11 @@ def run(args):
     workers = {}
     for name, extra in SETTINGS.items():
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=worker, args=(name, common + extra, batches, args.threads, child), daemon=True)
+        proc = ctx.Process(target=worker, args=(common + extra, batches, args.threads, child), daemon=True)
         proc.start()
         workers[name] = (proc, parent)
-    ntokens = None
-    for name, (_, conn) in workers.items():
-        tag, ntokens = conn.recv()  # one at a time: building in parallel would share the 2 cores
+    for _, conn in workers.values():  # wait until every worker has built its trainer (they build together)
+        _, ntokens = conn.recv()
     times = {name: [] for name in workers}
     for r in range(args.rounds + 1):  # round 0 warms up
         for name, (_, conn) in workers.items():

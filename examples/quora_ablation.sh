@@ -42,6 +42,12 @@ system() {  # NAME MODE RECIPE CRITERION_ARGS [UPDATES]
     INTERVAL=$INTERVAL LR=3e-4 WARMUP=100 LOG_INTERVAL=10 FAST_PATH=${FAST_PATH:-0} bash "$here/quora.sh"
 }
 
+collect_run() {  # NAME: its scores, dev curve and training log lines into DOCS
+  cp "$ROOT/ablation_$1/scores.json" "$DOCS/scores_$1.json"
+  cp "$ROOT/ablation_$1/dev_curve.json" "$DOCS/dev_curve_$1.json" 2>/dev/null || true
+  grep -h "train_inner\|done training" "$ROOT/ablation_$1/train.log" > "$DOCS/train_log_$1.txt" || true
+}
+
 train_wall() {  # RUN -> seconds of training wall time in its log (the last 'wall=' Fairseq printed)
   sed -n 's/.*[ ,]wall=\([0-9.]*\).*/\1/p' "$1/train.log" | tail -n 1
 }
@@ -59,14 +65,21 @@ for step in $STEPS; do
       for s in C C_s2 C_fast C_fast_s2; do
         [ -e "$ROOT/ablation_$s/scores.json" ] || continue
         for ck in "$ROOT/ablation_$s"/checkpoint_1_*.pt; do
-          n=${ck##*_}; n=${n%.pt}
-          [ -e "$ROOT/ablation_$s/valid-$n.log" ] || fairseq-validate "$DATA/bin" --user-dir "$REPO/mist_fairseq" \
-            --task mist_nar --path "$ck" --valid-subset valid --batch-size 64 --num-workers 0 \
-            > "$ROOT/ablation_$s/valid-$n.log" 2>&1
+          n=${ck##*_}; n=${n%.pt} log=$ROOT/ablation_$s/valid-$n.log
+          [ -e "$log" ] && continue
+          fairseq-validate "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --path "$ck" \
+            --valid-subset valid --batch-size 64 --num-workers 0 > "$log.tmp" 2>&1
+          mv "$log.tmp" "$log"  # an interrupted run leaves no log that looks finished
         done
-        cp "$ROOT/ablation_$s/dev_curve.json" "$DOCS/dev_curve_$s.json"
-        grep -h "train_inner\|done training" "$ROOT/ablation_$s/train.log" > "$DOCS/train_log_$s.txt" || true
-        cp "$ROOT/ablation_$s/scores.json" "$DOCS/scores_$s.json"
+        collect_run "$s"
+      done
+      # test BLEU-4 at the dev-chosen checkpoints, paired bootstrap: fast vs fp32 per seed, seed vs seed per path
+      for pair in "C_fast C" "C_fast_s2 C_s2" "C_s2 C" "C_fast_s2 C_fast"; do
+        set -- $pair
+        [ -e "$ROOT/ablation_$1/scores.json" ] && [ -e "$ROOT/ablation_$2/scores.json" ] || continue
+        python -m mist_fairseq.score --task quora "$ROOT/ablation_$1/generate-test.txt" --ref "$DATA/raw/test.tgt" \
+          --src "$DATA/raw/test.src" --compare "$ROOT/ablation_$2/generate-test.txt" --no-meteor \
+          --json "$DOCS/${1}_vs_${2}_test.json"
       done
       python "$here/plot_fast_path.py" --root "$ROOT" --docs "$DOCS" ;;
     D) system D dynamic authors "" ;;
@@ -83,10 +96,7 @@ for step in $STEPS; do
       python -m mist_fairseq.score --task quora "$DATA/raw/test.src" --ref "$DATA/raw/test.tgt" \
         --src "$DATA/raw/test.src" --json "$DOCS/copy_source.json"
       for s in A B C D E E_time F G; do
-        [ -e "$ROOT/ablation_$s/scores.json" ] || continue
-        cp "$ROOT/ablation_$s/scores.json" "$DOCS/scores_$s.json"
-        cp "$ROOT/ablation_$s/dev_curve.json" "$DOCS/dev_curve_$s.json" 2>/dev/null || true
-        grep -h "train_inner\|done training" "$ROOT/ablation_$s/train.log" > "$DOCS/train_log_$s.txt" || true
+        [ -e "$ROOT/ablation_$s/scores.json" ] && collect_run "$s"
       done
       # equal updates: each pair at the last checkpoint both saved, paired bootstrap
       for pair in "D E" "F G" "F C" "D C" "C B" "B A" "C A" "F A"; do

@@ -55,24 +55,31 @@ class MistModel(hub_utils.GeneratorHubInterface):
         cfg.dataset.batch_size, cfg.dataset.max_tokens = batch_size, None
         return cls(cfg, loaded["task"], loaded["models"])
 
-    def generator(self, iterations: int = 1, strategy: str = "mist", length_beam: int = 1,
-                  min_length: Optional[int] = None, dedup: Optional[bool] = None):
+    def generator(self, iterations: Optional[int] = None, strategy: Optional[str] = None,
+                  length_beam: Optional[int] = None, min_length: Optional[int] = None,
+                  dedup: Optional[bool] = None):
         """The decoding strategy: the task's own options (the checkpoint's ``--mist-decode-iters``,
-        ``--decode-strategy``...) unless given here."""
+        ``--decode-strategy``, ``--length-beam``, ``--min-target-length``, ``--no-dedup``), as
+        fairseq-generate uses them, unless given here."""
         from mist_fairseq.generators.mist_generator import MistGenerator
 
         tcfg = self.task.cfg
+
+        def pick(value, default):
+            return default if value is None else value
+
         return MistGenerator(
-            self.tgt_dict, decode_iters=iterations, strategy=strategy, length_beam=length_beam,
-            min_length=tcfg.min_target_length if min_length is None else min_length,
-            dedup=(not tcfg.no_dedup) if dedup is None else dedup,
+            self.tgt_dict, decode_iters=pick(iterations, tcfg.mist_decode_iters),
+            strategy=pick(strategy, tcfg.decode_strategy), length_beam=pick(length_beam, tcfg.length_beam),
+            min_length=pick(min_length, tcfg.min_target_length), dedup=pick(dedup, not tcfg.no_dedup),
         )
 
-    def generate(self, sentences: List[str], iterations: int = 1, strategy: str = "mist",
-                 length_beam: int = 1, **kwargs) -> List[str]:
+    def generate(self, sentences: List[str], iterations: Optional[int] = None, strategy: Optional[str] = None,
+                 length_beam: Optional[int] = None, **kwargs) -> List[str]:
         """Raw source strings -> detokenized outputs, in input order. iterations: decoding passes
         (1 = the single parallel pass); strategy: 'mist' (feed the output back as pseudo target) or
-        'mask-predict'; length_beam: candidate lengths decoded per input."""
+        'mask-predict'; length_beam: candidate lengths decoded per input. Unset: the checkpoint's own
+        decoding options (by default one pass, one length)."""
         if isinstance(sentences, str):
             raise TypeError("generate takes a list of strings; wrap a single input in a list")
         if not sentences:
@@ -87,7 +94,7 @@ class MistModel(hub_utils.GeneratorHubInterface):
                     out[i] = self.decode(hypos[0]["tokens"])
         return out
 
-    def sample(self, sentences, beam: int = 1, verbose: bool = False, **kwargs):
+    def sample(self, sentences, beam: Optional[int] = None, verbose: bool = False, **kwargs):
         """Fairseq's hub name for generation (``beam`` is the length beam here)."""
         single = isinstance(sentences, str)
         out = self.generate([sentences] if single else sentences, length_beam=beam, **kwargs)

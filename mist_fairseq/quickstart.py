@@ -37,7 +37,7 @@ def run(cmd, log_path=None):
 
 
 PROGRESS = re.compile(r"\bloss=([\d.]+).*?\bnum_updates=(\d+)")
-RESUMED = re.compile(r"loaded checkpoint .*\(epoch \d+ @ (\d+) updates\)")
+RESUMED = re.compile(r"Loaded checkpoint .*\(epoch \d+ @ (\d+) updates\)")  # fairseq.trainer's words
 
 
 def progress_line(line, total, elapsed, start_update=0):

@@ -20,7 +20,7 @@ def test_progress_line_reads_updates_loss_speed_and_time_left():
 
 def test_run_with_progress_prints_while_training_and_keeps_the_log(tmp_path, capsys):
     script = ("import time\n"
-              "print('loaded checkpoint x/checkpoint_last.pt (epoch 1 @ 10 updates)', flush=True)\n"
+              "print('Loaded checkpoint x/checkpoint_last.pt (epoch 1 @ 10 updates)', flush=True)\n"
               + "".join(f"print({LINE.format(n=n)!r}, flush=True)\n" for n in (20, 30)))
     log = tmp_path / "train.log"
     run_with_progress([sys.executable, "-c", script], str(log), total=30)

@@ -1,9 +1,9 @@
 """``--optimizer fused_adamw``: torch's AdamW with its fused kernel, behind Fairseq's optimizer contract.
 
 Fairseq's ``adam`` is already AdamW (decoupled weight decay), but off CUDA it runs its own Python
-loop: about ten elementwise passes over every parameter per update, which on a 2-core CPU costs as
-much as a good part of the forward pass. ``torch.optim.AdamW(fused=True)`` does one pass (CPU and
-CUDA). The update is Adam's with one difference in where epsilon sits (torch adds it to
+loop: about ten elementwise passes over every parameter per update. ``torch.optim.AdamW(fused=True)``
+does one pass (CPU and CUDA). For MiniLM-L6 at batch 64 the difference was within the noise of a
+training step (docs/BENCHMARK.md "Training step"); it grows with the parameter count. The update is Adam's with one difference in where epsilon sits (torch adds it to
 sqrt(v / bias_correction2), Fairseq to sqrt(v)), which only matters while v is of the order of eps.
 """
 
