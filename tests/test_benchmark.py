@@ -90,3 +90,14 @@ def test_latency_with_trained_checkpoints_lets_every_system_predict_its_length(d
     bad = run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--data", str(data),
                    "--baselines", str(tmp_path / "nothing"), "--out", str(tmp_path)], check=False)
     assert bad.returncode != 0 and "run_baselines.sh" in bad.stderr
+
+
+def test_fast_path_pieces_quick(tmp_path):
+    """Each fast-path replacement is timed beside what it replaces; the report names the command."""
+    out = tmp_path / "pieces.md"
+    run_cli([sys.executable, f"{REPO}/benchmarks/fast_path_pieces.py", "--quick", "--out", str(out)])
+    text = out.read_text()
+    rows = re.findall(r"^\| (output projection|label-smoothed loss|dropout|attention)[^|]*\| ([\d.]+) \| ([\d.]+) \| [\d.]+x \|$",
+                      text, re.M)
+    assert [r[0] for r in rows] == ["output projection", "label-smoothed loss", "dropout", "attention"]
+    assert "python benchmarks/fast_path_pieces.py --quick" in text

@@ -2,20 +2,20 @@
 weights, and a cheaper dropout mask.
 
 On a CPU with bf16 dot-product instructions (avx512_bf16, AMX) a bf16 matrix product runs several
-times faster than an fp32 one (measured on the 2-core AMD EPYC of this project: the 30,522-word
-output projection of 800 positions, 131 ms fp32 vs 37 ms bf16). ``torch.autocast`` gets little of
+times faster than an fp32 one (benchmarks/fast_path_pieces.py: the 30,522-word output projection of
+800 positions, forward + backward, 2.2x on a 2-core AMD EPYC without AMX). ``torch.autocast`` gets little of
 that at our training shapes because it also moves attention, whose bf16 backward is slow on CPU, to
 bf16. Here only the linear layers change: inputs and weights are rounded to bf16 for the product
 (oneDNN accumulates in fp32), the weights stay fp32 for the optimizer, and everything around the
 products (attention, LayerNorm, softmax, the loss) stays fp32 -- except the feed-forward's inner
-activation, which stays bf16 through its GELU (as autocast runs it): it is the layer's largest tensor
-and two fp32 round trips of it cost 8% of a no-mix step.
+activation, which stays bf16 through its GELU (as autocast runs it): it is the layer's largest tensor,
+and keeping it bf16 saves two fp32 round trips of it per layer.
 The bias is rounded to bf16 and added inside the product (as autocast does): a separate fp32 add
 would be one more pass over every activation.
 
 Dropout: ``F.dropout`` draws one Bernoulli number per element, which on this CPU costs more than the
 product next to it; :func:`fast_dropout` takes four 15-bit uniform numbers from each 64-bit random
-word instead (3x faster), so the drop probability is rounded to a multiple of 2^-15 (0.1 ->
+word instead (2.7x faster in benchmarks/fast_path_pieces.py), so the drop probability is rounded to a multiple of 2^-15 (0.1 ->
 0.100006) and the kept values are scaled by 1 / (1 - that), keeping the expectation exact.
 
 Shapes: x (..., in), weight (out, in), bias (out,) -> (..., out).
