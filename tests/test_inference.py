@@ -8,16 +8,6 @@ import pytest
 from conftest import N_TEST, USER_DIR, run_cli
 
 
-@pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
-    ck = tmp_path_factory.mktemp("api_ck")
-    run_cli(["fairseq-train", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar", "--arch", "mist_tiny",
-             "--criterion", "mist", "--optimizer", "adam", "--lr", "5e-4", "--batch-size", "8", "--max-update", "6",
-             "--save-dir", str(ck), "--no-epoch-checkpoints", "--disable-validation", "--num-workers", "0",
-             "--seed", "1"])
-    return ck
-
-
 def load(trained, data, **kw):
     from mist_fairseq import MistModel
 

@@ -2,8 +2,8 @@
 # Fairseq's own baselines on the same data and vocabulary as MIST: AR transformer (beam 4, lenpen 1.0),
 # NAT (single pass), CMLM (10 iterations), LevT. Each is scored by mist_fairseq.score, like MIST.
 #   DATA: a `python -m mist_fairseq.prepare ...` output folder (uses its tok/ WordPieces)
-#   SYSTEMS: which to run; SIZE=base (Fairseq's defaults: 6+6 layers, 512), small (CPU: 3+3, 256) or
-#   tiny (tests only)
+#   SYSTEMS: which to run; SIZE=base (Fairseq's defaults: 6+6 layers, 512), small (CPU: 3+3, 256),
+#   matched (3+3, 384: MiniLM-L6's parameter count; the serving race's AR model) or tiny (tests only)
 set -euo pipefail
 DATA=${DATA:-$HOME/mist_runs/data/quora}
 TASK=${TASK:-quora}                            # scorer task: quora | squad-qg | xsum
@@ -34,6 +34,10 @@ fi
 if [ "$SIZE" = small ]; then
   SIZE_ARGS="--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256
              --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4"
+elif [ "$SIZE" = matched ]; then
+  # about MiniLM-L6's parameter count (22.7M): 3+3 layers of 384, shared 30.5K-WordPiece embeddings (24M)
+  SIZE_ARGS="--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 384 --decoder-embed-dim 384
+             --encoder-ffn-embed-dim 1536 --decoder-ffn-embed-dim 1536 --encoder-attention-heads 6 --decoder-attention-heads 6"
 elif [ "$SIZE" = tiny ]; then
   SIZE_ARGS="--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32
              --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2 --decoder-attention-heads 2"

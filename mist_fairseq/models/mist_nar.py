@@ -20,6 +20,7 @@ from omegaconf import II, open_dict
 
 from mist_fairseq.models.bert_encoder import ACTIVATIONS, BertEncoder, MLMHead, SourceState
 from mist_fairseq.models import pretrained
+from mist_fairseq.models.contract import TokenOps
 from mist_fairseq.models.fast_path import Dropout, Linear, bf16_matmul_supported
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,10 @@ def resolve_pretrained_path(path: str) -> str:
 
 
 @register_model("mist_nar", dataclass=MistNARConfig)
-class MistNARModel(BaseFairseqModel):
+class MistNARModel(BaseFairseqModel, TokenOps):
+    """Implements the inference contract (:mod:`mist_fairseq.models.contract`): ``encode_source``,
+    ``length_logits``, ``decode_target``; ``masked_target`` and ``mix_source`` come from ``TokenOps``."""
+
     def __init__(self, cfg: MistNARConfig, dictionary):
         super().__init__()
         self.cfg = cfg
@@ -87,6 +91,7 @@ class MistNARModel(BaseFairseqModel):
         self.mask_idx = dictionary.mask()
         self.max_source_positions = cfg.max_source_positions
         self.max_target_positions = cfg.max_target_positions
+        self.num_positions = cfg.max_positions  # TokenOps: the position table mix_source must fit
         if cfg.max_source_positions + cfg.max_target_positions > cfg.max_positions:
             raise ValueError(
                 f"--max-source-positions {cfg.max_source_positions} + --max-target-positions "
@@ -189,38 +194,6 @@ class MistNARModel(BaseFairseqModel):
     def length_logits(self, state: SourceState) -> torch.Tensor:
         """(B, max_target_positions + 1) logits over target lengths ([SEP] included)."""
         return self.length_head(state.pooled)
-
-    def mix_source(self, pseudo: torch.Tensor, src_tokens: torch.Tensor) -> torch.Tensor:
-        """MIST's mixed source ``Y_p [SEP] X [SEP]`` (``[CLS]`` is added by :meth:`encode_source`).
-        pseudo: (B, T) token ids, padded; a final [SEP] is put after its last real token.
-        src_tokens: (B, S). Returns (B, W), W <= T + 1 + S: each row's real tokens packed to the left
-        (padding of Y_p and of a left-padded X would otherwise sit inside every row and be encoded:
-        the mixed pass is the longest of a MIST step). When [CLS] + Y_p + X + target would exceed the
-        position table, the tail of X is cut (keeping its final [SEP]) -- Y_p is short and kept whole.
-        """
-        real = pseudo.ne(self.pad) & pseudo.ne(self.eos)
-        y = torch.where(real, pseudo, torch.full_like(pseudo, self.pad))
-        sep = src_tokens.new_full((src_tokens.size(0), 1), self.eos)
-        mixed = torch.cat([y, sep, src_tokens], 1)
-        budget = self.cfg.max_positions - 1 - self.max_target_positions  # tokens after [CLS]
-        if (mixed.ne(self.pad).sum(1) > budget).any():
-            src_real = src_tokens.ne(self.pad)
-            allowed = (budget - real.sum(1) - 1).clamp(min=1).unsqueeze(1)  # X tokens kept, [SEP] included
-            src_count = src_real.long().cumsum(1)
-            x = src_tokens.masked_fill(src_real & (src_count > allowed), self.pad)
-            x = x.masked_fill(src_real & (src_count == allowed), self.eos)
-            mixed = torch.cat([y, sep, x], 1)
-        is_pad = mixed.eq(self.pad)
-        order = is_pad.to(torch.int8).argsort(dim=1, stable=True)  # real tokens first, in order
-        width = int((~is_pad).sum(1).max())
-        return mixed.gather(1, order[:, :width])
-
-    def masked_target(self, lengths: torch.Tensor, width: Optional[int] = None) -> torch.Tensor:
-        """(B,) lengths -> (B, width) all [MASK] up to each length (final [SEP] slot included), pad after."""
-        width = int(lengths.max()) if width is None else width
-        ar = torch.arange(width, device=lengths.device)
-        t = torch.full((lengths.numel(), width), self.mask_idx, dtype=torch.long, device=lengths.device)
-        return t.masked_fill(ar[None, :] >= lengths[:, None], self.pad)
 
     def forward(self, src_tokens, src_lengths=None, prev_output_tokens=None, **kwargs):
         """Plain one-pass forward over ``[CLS] X [SEP] prev_output_tokens`` (the cached path).

@@ -1,0 +1,185 @@
+"""Load and fault test of the HTTP service (python -m mist_fairseq.serve), loopback only, bounded:
+it starts the server, sends a fixed number of requests from N concurrent clients, stops it, and
+writes what it measured.
+
+    python benchmarks/serve_load.py --model EXPORT_DIR --sources DATA/raw/test.src \
+        [--backend onnx --precision int8] [--clients 16] [--requests 800] [--bad-share 0.25]
+
+Two rounds after a warm-up: (1) good requests only: throughput, p50/p95/p99 latency, errors (must be
+0), batching factor (requests per model call, from the server's own counters); (2) the same with a
+share of malformed requests (every kind the service rejects): each must get a 4xx with a message, and
+every good one must still get exactly the output a lone request gets. Resident memory of the server
+after the warm-up and after both rounds shows growth. Writes OUT/SERVE_LOAD.md and .json.
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from report_io import platform_line, write_atomic  # noqa: E402
+
+# (body, expected status): one of each kind the service must refuse
+MALFORMED = [
+    (b"not json", 400), (b'{"inputs": ["caf\xe9"]}', 400), (b"[1, 2]", 422), (b'{"input": "x"}', 422),
+    (b"{}", 422), (b'{"inputs": 3}', 422), (b'{"inputs": []}', 422), (b'{"inputs": ["ok", 5]}', 422),
+    (b'{"inputs": [" "]}', 422), (json.dumps({"inputs": ["! " * 600]}).encode(), 413),
+]
+
+
+def start_server(args, port):
+    cmd = [sys.executable, "-m", "mist_fairseq.serve", "--model", args.model, "--backend", args.backend,
+           "--precision", args.precision, "--port", str(port), "--max-batch", str(args.max_batch),
+           "--max-wait-ms", str(args.max_wait_ms), "--no-access-log", "--log-level", "error"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.backend == "torch":
+        cmd += ["--checkpoint-file", args.checkpoint_file, "--data", args.data]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}: {' '.join(cmd)}")
+        try:
+            if requests.get(url + "/health", timeout=1).ok:
+                return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("server did not start in 300 s")
+
+
+def one(session_url, body):
+    t = time.perf_counter()
+    r = requests.post(session_url + "/generate", data=body, timeout=120,
+                      headers={"Content-Type": "application/json"})
+    ms = (time.perf_counter() - t) * 1000
+    try:
+        payload = r.json()
+    except ValueError:
+        payload = None
+    return r.status_code, payload, ms
+
+
+def run_round(url, jobs, clients):
+    """jobs: list of (body, kind, expected); returns per-job (status, payload, ms) and wall seconds."""
+    before = requests.get(url + "/health").json()
+    t = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(lambda j: one(url, j[0]), jobs))
+    wall = time.perf_counter() - t
+    after = requests.get(url + "/health").json()
+    return results, wall, before, after
+
+
+def pct(values, q):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def summarize(jobs, results, wall, before, after, want):
+    good = [(j, r) for j, r in zip(jobs, results) if j[1] == "good"]
+    bad = [(j, r) for j, r in zip(jobs, results) if j[1] != "good"]
+    ms = [r[2] for _, r in good]
+    good_errors = sum(1 for j, r in good if r[0] != 200 or r[1]["outputs"] != [want[j[2]]])
+    bad_wrong = sum(1 for j, r in bad if r[0] != j[2] or not (r[1] or {}).get("error"))
+    d_req, d_batch = after["requests"] - before["requests"], after["batches"] - before["batches"]
+    return {"requests": len(jobs), "good": len(good), "malformed": len(bad), "wall_s": round(wall, 2),
+            "good_per_s": round(len(good) / wall, 2), "p50_ms": round(pct(ms, 50), 1),
+            "p95_ms": round(pct(ms, 95), 1), "p99_ms": round(pct(ms, 99), 1), "mean_ms": round(statistics.mean(ms), 1),
+            "good_errors": good_errors, "malformed_not_4xx_with_message": bad_wrong,
+            "batching_factor": round(d_req / d_batch, 2) if d_batch else 0.0,
+            "failed_batches": after["failed_batches"] - before["failed_batches"]}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="export folder (onnx) or checkpoint folder (torch)")
+    p.add_argument("--backend", choices=["onnx", "torch"], default="onnx")
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    p.add_argument("--checkpoint-file", default="checkpoint_best.pt")
+    p.add_argument("--data", help="--backend torch: the fairseq-preprocess folder")
+    p.add_argument("--sources", required=True, help="input sentences, one a line")
+    p.add_argument("--n-sources", type=int, default=200, help="distinct sources used (first N lines)")
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    p.add_argument("--requests", type=int, default=800, help="requests per round")
+    p.add_argument("--bad-share", type=float, default=0.25, help="malformed share in round 2")
+    p.add_argument("--threads", type=int, default=None, help="server compute threads")
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--port", type=int, default=8764)
+    p.add_argument("--out", default="docs", help="where SERVE_LOAD.md/.json go")
+    p.add_argument("--name", default="SERVE_LOAD")
+    args = p.parse_args(argv)
+    with open(args.sources, encoding="utf-8") as f:
+        sources = [ln.rstrip("\n") for _, ln in zip(range(args.n_sources), f)]
+    rng = random.Random(1)
+    proc, url = start_server(args, args.port)
+    try:
+        # the output of each source as a lone request: what every loaded answer must equal
+        want = [one(url, json.dumps({"inputs": [s]}))[1]["outputs"][0] for s in sources]
+        warm = [(json.dumps({"inputs": [sources[i % len(sources)]]}), "good", i % len(sources)) for i in range(100)]
+        run_round(url, warm, args.clients)
+        rss0 = requests.get(url + "/health").json()["rss_mb"]
+        jobs1 = [(json.dumps({"inputs": [sources[i % len(sources)]]}), "good", i % len(sources))
+                 for i in range(args.requests)]
+        r1 = summarize(jobs1, *run_round(url, jobs1, args.clients), want)
+        rss1 = requests.get(url + "/health").json()["rss_mb"]
+        jobs2 = []
+        for i in range(args.requests):
+            if rng.random() < args.bad_share:
+                body, status = MALFORMED[len(jobs2) % len(MALFORMED)]
+                jobs2.append((body, "bad", status))
+            else:
+                jobs2.append((json.dumps({"inputs": [sources[i % len(sources)]]}), "good", i % len(sources)))
+        r2 = summarize(jobs2, *run_round(url, jobs2, args.clients), want)
+        health = requests.get(url + "/health").json()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    report = {"platform": platform_line(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "command": "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "backend": health["backend"], "clients": args.clients, "max_batch": args.max_batch,
+              "max_wait_ms": args.max_wait_ms, "threads": args.threads, "n_sources": len(sources),
+              "good_only": r1, "with_malformed": r2,
+              "rss_mb": {"after_warmup": rss0, "after_round_1": rss1, "after_round_2": health["rss_mb"]}}
+    os.makedirs(args.out, exist_ok=True)
+    write_atomic(os.path.join(args.out, args.name + ".json"), json.dumps(report, indent=1) + "\n")
+    write_atomic(os.path.join(args.out, args.name + ".md"), render(report))
+    print(json.dumps({k: report[k] for k in ("good_only", "with_malformed", "rss_mb")}))
+    return report
+
+
+def render(r):
+    rows = [("good requests only", r["good_only"]), ("with malformed requests", r["with_malformed"])]
+    lines = [f"# Service load and fault test ({r['backend']})", "",
+             f"`{r['command']}`", "",
+             f"{r['date']}, {r['platform']}, {r['cpus']} CPUs; {r['clients']} concurrent clients on loopback, one input "
+             f"per request ({r['n_sources']} distinct sources), server batching: up to {r['max_batch']} inputs, "
+             f"{r['max_wait_ms']} ms wait, {r['threads'] or 'default'} compute threads. Clients and server share "
+             "the machine.", "",
+             "| round | requests (good / malformed) | good/s | p50 ms | p95 ms | p99 ms | good answers wrong or failed "
+             "| malformed not answered 4xx + message | batching factor (requests per model call) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, x in rows:
+        lines.append(f"| {name} | {x['good']} / {x['malformed']} | {x['good_per_s']} | {x['p50_ms']} | {x['p95_ms']} | "
+                     f"{x['p99_ms']} | {x['good_errors']} | {x['malformed_not_4xx_with_message']} | {x['batching_factor']} |")
+    m = r["rss_mb"]
+    lines += ["", f"Server resident memory: {m['after_warmup']} MiB after the warm-up, {m['after_round_1']} after "
+              f"round 1, {m['after_round_2']} after round 2.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Writes a trained ``mist_nar`` checkpoint as two ONNX graphs (:mod:`mist_fairseq.export.graphs`)
+plus what the runner needs to tokenize and decode: ``vocab.txt``, ``dict.src.txt`` and
+``mist_export.json`` (special ids, length limits, the checkpoint's decoding options). With
+``int8=True`` it also writes dynamically quantized copies (int8 weights of every MatMul, activations
+quantized per call: onnxruntime's ``quantize_dynamic``) beside the fp32 graphs.
+"""
+
+import json
+import logging
+import os
+import shutil
+from typing import Dict, List, Tuple
+
+import torch
+
+from mist_fairseq.export.graphs import (SOURCE_INPUTS, SOURCE_OUTPUTS, TARGET_INPUTS, TARGET_OUTPUTS,
+                                        SourceGraph, TargetGraph)
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "mist_fairseq-onnx"
+FORMAT_VERSION = 1
+CONFIG = "mist_export.json"
+GRAPHS = {"fp32": ("source.onnx", "target.onnx"), "int8": ("source.int8.onnx", "target.int8.onnx")}
+
+
+def _quiet_exporter():
+    # the exporter's passes log every rewrite at DEBUG/INFO through the root logger fairseq configures
+    for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def export_graphs(model, out_dir: str, opset: int = 18, names=GRAPHS["fp32"], own_output_weight: bool = False) -> None:
+    """model: a ``MistNARModel`` (any size); writes the source and target graphs (names) with dynamic
+    batch, source width and target width (limits: the model's own). own_output_weight: see
+    :class:`~mist_fairseq.export.graphs.TargetGraph`."""
+    _quiet_exporter()
+    # not chained: after Fairseq's make_generation_fast_ (the hub calls it) train()/eval() return None
+    model.float()
+    model.eval()
+    dev = next(model.parameters()).device
+    max_src = model.num_positions - 1 - model.max_target_positions  # mixed sources included
+    B = torch.export.Dim("batch", min=1, max=4096)
+    S = torch.export.Dim("src", min=2, max=max_src)
+    S1 = torch.export.Dim("src_cls", min=3, max=max_src + 1)
+    T = torch.export.Dim("tgt", min=1, max=model.max_target_positions)
+    # example inputs: batch and widths > 1 (the exporter specialises dimensions of size 1)
+    pad, eos = model.pad, model.eos
+    word = next(i for i in range(200) if i not in (pad, eos, model.bos, model.mask_idx))
+    src = torch.tensor([[word, word, word, eos], [word, eos, pad, pad]], device=dev)
+    with torch.no_grad():
+        torch.onnx.export(SourceGraph(model), (src,), os.path.join(out_dir, names[0]),
+                          input_names=SOURCE_INPUTS, output_names=SOURCE_OUTPUTS,
+                          dynamic_shapes={"src_tokens": {0: B, 1: S}}, dynamo=True, opset_version=opset,
+                          external_data=False)
+        state = model.encode_source(src)
+        keys = torch.stack([k for k, _ in state.kv])
+        values = torch.stack([v for _, v in state.kv])
+        tgt = model.masked_target(torch.tensor([4, 3], device=dev))
+        torch.onnx.export(TargetGraph(model, own_output_weight), (keys, values, state.key_mask, state.length, tgt),
+                          os.path.join(out_dir, names[1]),
+                          input_names=TARGET_INPUTS, output_names=TARGET_OUTPUTS,
+                          dynamic_shapes={"keys": {1: B, 3: S1}, "values": {1: B, 3: S1}, "key_mask": {0: B, 1: S1},
+                                          "src_length": {0: B}, "tgt_tokens": {0: B, 1: T}},
+                          dynamo=True, opset_version=opset, external_data=False)
+
+
+def weight_products(path: str) -> Tuple[List[str], List[str]]:
+    """The graph's MatMul nodes that multiply by a weight (an initializer), and every other
+    MatMul/Gemm node (attention's activation products, the length head's Gemm)."""
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    keep, other = [], []
+    for n in graph.node:
+        if n.op_type in ("MatMul", "Gemm"):
+            (keep if n.op_type == "MatMul" and n.input[1] in weights else other).append(n.name)
+    return keep, other
+
+
+def quantize_graphs(model, out_dir: str, opset: int = 18) -> None:
+    """int8 graphs: onnxruntime's dynamic quantization of the weight products (weights int8 per output
+    channel, activations quantized per call; no calibration data), the output projection included (the
+    graphs are exported again for it, with the projection's own copy of tied weights). Attention's
+    activation-by-activation products and the length head stay fp32: a length off by one changes the
+    whole output."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = [name + ".fp32.tmp" for name in GRAPHS["int8"]]
+    export_graphs(model, out_dir, opset, names=tmp, own_output_weight=True)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic warns through the root logger about optional pre-processing
+    try:
+        for fp32, int8 in zip(tmp, GRAPHS["int8"]):
+            path = os.path.join(out_dir, fp32)
+            _, other = weight_products(path)
+            # MatMul only: a quantized Gather would turn the word embeddings into an int8 table
+            # dequantized in full on every call
+            quantize_dynamic(path, os.path.join(out_dir, int8), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"], nodes_to_exclude=other)
+    finally:
+        root.setLevel(level)
+        for fp32 in tmp:
+            if os.path.exists(os.path.join(out_dir, fp32)):
+                os.remove(os.path.join(out_dir, fp32))
+
+
+def export(hub, out_dir: str, int8: bool = False, opset: int = 18, checkpoint: str = None) -> Dict:
+    """hub: a loaded :class:`~mist_fairseq.inference.MistModel`. Writes the graphs, the vocabulary and
+    ``mist_export.json`` into out_dir (created; existing files of the same names are replaced).
+    checkpoint: the file it came from, recorded in the config. Returns the config written."""
+    model, tcfg = hub.models[0], hub.task.cfg
+    os.makedirs(out_dir, exist_ok=True)
+    export_graphs(model, out_dir, opset)
+    if int8:
+        quantize_graphs(model, out_dir, opset)
+    data = tcfg.data.split(os.pathsep)[0]
+    for name in ("vocab.txt", "dict.src.txt"):
+        shutil.copyfile(os.path.join(data, name), os.path.join(out_dir, name))
+    config = {
+        "format": FORMAT, "version": FORMAT_VERSION, "opset": opset,
+        "precisions": ["fp32", "int8"] if int8 else ["fp32"],
+        "graphs": {p: dict(zip(("source", "target"), GRAPHS[p])) for p in (["fp32", "int8"] if int8 else ["fp32"])},
+        "ids": {"pad": model.pad, "eos": model.eos, "bos": model.bos, "mask": model.mask_idx},
+        "max_source_positions": tcfg.max_source_positions,  # [CLS] included
+        "max_target_positions": model.max_target_positions,
+        "num_positions": model.num_positions,
+        "left_pad_source": bool(tcfg.left_pad_source),
+        "bpe_cased": False,  # --bpe bert, uncased: what MistModel uses
+        "decoding": {"iterations": tcfg.mist_decode_iters, "strategy": str(tcfg.decode_strategy),
+                     "length_beam": tcfg.length_beam, "min_length": tcfg.min_target_length,
+                     "dedup": not tcfg.no_dedup},
+        "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
+        "torch": torch.__version__,
+    }
+    tmp = os.path.join(out_dir, CONFIG + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(config, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, CONFIG))
+    return config

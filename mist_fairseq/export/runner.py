@@ -1,0 +1,148 @@
+"""Runs an exported model (``python -m mist_fairseq.export``) on onnxruntime behind the same
+``generate(list[str]) -> list[str]`` as :class:`~mist_fairseq.inference.MistModel`.
+
+:class:`OnnxMistNAR` implements the model's inference contract (:mod:`mist_fairseq.models.contract`)
+over the two graphs, so decoding is the very :class:`~mist_fairseq.generators.mist_generator.MistGenerator`
+that ``fairseq-generate`` runs (one pass, length beam, MIST feed-back, mask-predict alike), and the
+text goes through the same Fairseq ``--bpe bert`` tokenizer and dictionary as the PyTorch API.
+``generate`` keeps no state between calls; onnxruntime sessions may be run from several threads.
+"""
+
+import json
+import os
+from argparse import Namespace
+from typing import List, NamedTuple, Optional
+
+import numpy as np
+import torch
+from fairseq.data import data_utils
+from fairseq.data.encoders.hf_bert_bpe import BertBPE
+
+from mist_fairseq.dictionary import BertDictionary
+from mist_fairseq.export.onnx_export import CONFIG, FORMAT, FORMAT_VERSION
+from mist_fairseq.generators.mist_generator import MistGenerator
+from mist_fairseq.inference import check_source_lengths
+from mist_fairseq.models.contract import TokenOps
+
+
+class OnnxSourceState(NamedTuple):
+    """The source pass's outputs. keys, values: (n, B, h, S1, d) float32 numpy (fed back to the target
+    graph as they are); key_mask (B, S1) bool, length (B,) long, length_logits (B, P) float: torch."""
+
+    keys: np.ndarray
+    values: np.ndarray
+    key_mask: torch.Tensor
+    length: torch.Tensor
+    length_logits: torch.Tensor
+
+    def index_select(self, order: torch.Tensor) -> "OnnxSourceState":
+        idx = order.view(-1).numpy()
+        return OnnxSourceState(self.keys[:, idx], self.values[:, idx], self.key_mask.index_select(0, order.view(-1)),
+                               self.length.index_select(0, order.view(-1)),
+                               self.length_logits.index_select(0, order.view(-1)))
+
+
+class OnnxMistNAR(TokenOps):
+    """The inference contract over two onnxruntime sessions (source graph, target graph)."""
+
+    def __init__(self, source_session, target_session, config: dict):
+        self.source, self.target = source_session, target_session
+        ids = config["ids"]
+        self.pad, self.eos, self.bos, self.mask_idx = ids["pad"], ids["eos"], ids["bos"], ids["mask"]
+        self.num_positions = config["num_positions"]
+        self.max_target_positions = config["max_target_positions"]
+
+    def encode_source(self, src_tokens: torch.Tensor) -> OnnxSourceState:
+        """src_tokens (B, S) without [CLS] -> the source state."""
+        length_logits, keys, values, key_mask, length = self.source.run(
+            None, {"src_tokens": src_tokens.numpy().astype(np.int64, copy=False)})
+        return OnnxSourceState(keys, values, torch.from_numpy(key_mask), torch.from_numpy(length),
+                               torch.from_numpy(length_logits))
+
+    def length_logits(self, state: OnnxSourceState) -> torch.Tensor:
+        return state.length_logits
+
+    def decode_target(self, state: OnnxSourceState, tgt: torch.Tensor) -> torch.Tensor:
+        """tgt (B, T) -> logits (B, T, V) float32."""
+        (logits,) = self.target.run(None, {
+            "keys": state.keys, "values": state.values, "key_mask": state.key_mask.numpy(),
+            "src_length": state.length.numpy(), "tgt_tokens": tgt.numpy().astype(np.int64, copy=False)})
+        return torch.from_numpy(logits)
+
+
+def read_config(path: str) -> dict:
+    cfg_path = os.path.join(path, CONFIG)
+    if not os.path.exists(cfg_path):
+        raise FileNotFoundError(f"{cfg_path} not found: {path} is not an export folder; write one with "
+                                "python -m mist_fairseq.export CHECKPOINT --data DATA_BIN --out DIR")
+    with open(cfg_path) as f:
+        config = json.load(f)
+    if config.get("format") != FORMAT or config.get("version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{cfg_path}: format {config.get('format')!r} version {config.get('version')} is not "
+                         f"{FORMAT} <= {FORMAT_VERSION}; export it again with this mist_fairseq")
+    return config
+
+
+class OnnxMistModel:
+    """An export folder on onnxruntime. precision: 'fp32' or 'int8' (exported with --int8);
+    threads: onnxruntime intra-op threads (default: its own choice); batch_size: sentences per pass."""
+
+    def __init__(self, path: str, precision: str = "fp32", threads: Optional[int] = None, batch_size: int = 32):
+        import onnxruntime as ort
+
+        self.config = config = read_config(path)
+        if precision not in config["graphs"]:
+            raise ValueError(f"{path} has no {precision} graphs (it has {', '.join(config['graphs'])}); "
+                             "export with --int8 for int8")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+
+        def session(name):
+            return ort.InferenceSession(os.path.join(path, config["graphs"][precision][name]), opts,
+                                        providers=["CPUExecutionProvider"])
+
+        self.model = OnnxMistNAR(session("source"), session("target"), config)
+        self.precision, self.batch_size = precision, batch_size
+        self.dict = BertDictionary.load(os.path.join(path, "dict.src.txt"))
+        self.bpe = BertBPE(Namespace(bpe_cased=config["bpe_cased"], bpe_vocab_file=os.path.join(path, "vocab.txt")))
+        self.max_source_tokens = config["max_source_positions"] - 1  # the binarized source, [SEP] included
+
+    # the same compositions as Fairseq's hub interface (encode = bpe + binarize, decode = string + bpe)
+    def encode(self, sentence: str) -> torch.Tensor:
+        return self.dict.encode_line(self.bpe.encode(sentence), add_if_not_exist=False).long()
+
+    def decode(self, tokens: torch.Tensor) -> str:
+        return self.bpe.decode(self.dict.string(tokens))
+
+    def generator(self, iterations=None, strategy=None, length_beam=None, min_length=None, dedup=None):
+        d = self.config["decoding"]
+
+        def pick(value, key):
+            return d[key] if value is None else value
+
+        return MistGenerator(self.dict, decode_iters=pick(iterations, "iterations"),
+                             strategy=pick(strategy, "strategy"), length_beam=pick(length_beam, "length_beam"),
+                             min_length=pick(min_length, "min_length"), dedup=pick(dedup, "dedup"))
+
+    def generate(self, sentences: List[str], iterations: Optional[int] = None, strategy: Optional[str] = None,
+                 length_beam: Optional[int] = None, **kwargs) -> List[str]:
+        """Raw source strings -> detokenized outputs, in input order (see ``MistModel.generate``)."""
+        if isinstance(sentences, str):
+            raise TypeError("generate takes a list of strings; wrap a single input in a list")
+        gen = self.generator(iterations, strategy, length_beam, **kwargs)
+        tokens = [self.encode(s) for s in sentences]
+        check_source_lengths(tokens, self.max_source_tokens)
+        order = sorted(range(len(tokens)), key=lambda i: tokens[i].numel())  # similar lengths batch together
+        out = [None] * len(tokens)
+        with torch.inference_mode():
+            for b in range(0, len(order), self.batch_size):
+                ids = order[b:b + self.batch_size]
+                src = data_utils.collate_tokens([tokens[i] for i in ids], self.dict.pad(),
+                                                left_pad=self.config["left_pad_source"])
+                hypos = gen.generate([self.model], {"net_input": {"src_tokens": src}})
+                for i, h in zip(ids, hypos):
+                    out[i] = self.decode(h[0]["tokens"])
+        return out

@@ -1,0 +1,64 @@
+"""The inference contract: what a generator (and the probe, the criterion's passes, the ONNX runner)
+may call on a model. ``MistNARModel`` implements it with PyTorch modules; the ONNX runner
+(:mod:`mist_fairseq.export.runner`) implements it over two onnxruntime sessions, so
+:class:`~mist_fairseq.generators.mist_generator.MistGenerator` decodes either without knowing which.
+
+Shapes: B batch, S source width (binarized, ends in [SEP]; no [CLS]), T target width, V vocabulary.
+
+- ``encode_source(src_tokens (B, S)) -> state``: the source-only pass over ``[CLS] src_tokens``;
+  ``state.index_select(order (B',))`` reorders/expands it (length beam).
+- ``length_logits(state) -> (B, max_target_positions + 1)``: logits over target lengths, final [SEP]
+  counted.
+- ``decode_target(state, tgt (B, T)) -> logits (B, T, V)``: the target-only pass over cached source
+  keys/values.
+- ``masked_target(lengths (B,)) -> (B, T)`` and ``mix_source(pseudo (B, T), src_tokens (B, S)) -> (B, W)``:
+  token bookkeeping, implemented once here (:class:`TokenOps`).
+"""
+
+from typing import Optional
+
+import torch
+
+
+class TokenOps:
+    """The contract's token bookkeeping. The class using it sets ``pad``, ``eos``, ``mask_idx``,
+    ``num_positions`` (the encoder's position table: [CLS] + source block + target block) and
+    ``max_target_positions``."""
+
+    pad: int
+    eos: int
+    mask_idx: int
+    num_positions: int
+    max_target_positions: int
+
+    def masked_target(self, lengths: torch.Tensor, width: Optional[int] = None) -> torch.Tensor:
+        """(B,) lengths -> (B, width) all [MASK] up to each length (final [SEP] slot included), pad after."""
+        width = int(lengths.max()) if width is None else width
+        ar = torch.arange(width, device=lengths.device)
+        t = torch.full((lengths.numel(), width), self.mask_idx, dtype=torch.long, device=lengths.device)
+        return t.masked_fill(ar[None, :] >= lengths[:, None], self.pad)
+
+    def mix_source(self, pseudo: torch.Tensor, src_tokens: torch.Tensor) -> torch.Tensor:
+        """MIST's mixed source ``Y_p [SEP] X [SEP]`` (``[CLS]`` is added by ``encode_source``).
+        pseudo: (B, T) token ids, padded; a final [SEP] is put after its last real token.
+        src_tokens: (B, S). Returns (B, W), W <= T + 1 + S: each row's real tokens packed to the left
+        (padding of Y_p and of a left-padded X would otherwise sit inside every row and be encoded:
+        the mixed pass is the longest of a MIST step). When [CLS] + Y_p + X + target would exceed the
+        position table, the tail of X is cut (keeping its final [SEP]) -- Y_p is short and kept whole.
+        """
+        real = pseudo.ne(self.pad) & pseudo.ne(self.eos)
+        y = torch.where(real, pseudo, torch.full_like(pseudo, self.pad))
+        sep = src_tokens.new_full((src_tokens.size(0), 1), self.eos)
+        mixed = torch.cat([y, sep, src_tokens], 1)
+        budget = self.num_positions - 1 - self.max_target_positions  # tokens after [CLS]
+        if (mixed.ne(self.pad).sum(1) > budget).any():
+            src_real = src_tokens.ne(self.pad)
+            allowed = (budget - real.sum(1) - 1).clamp(min=1).unsqueeze(1)  # X tokens kept, [SEP] included
+            src_count = src_real.long().cumsum(1)
+            x = src_tokens.masked_fill(src_real & (src_count > allowed), self.pad)
+            x = x.masked_fill(src_real & (src_count == allowed), self.eos)
+            mixed = torch.cat([y, sep, x], 1)
+        is_pad = mixed.eq(self.pad)
+        order = is_pad.to(torch.int8).argsort(dim=1, stable=True)  # real tokens first, in order
+        width = int((~is_pad).sum(1).max())
+        return mixed.gather(1, order[:, :width])

@@ -1,0 +1,55 @@
+"""``python -m mist_fairseq.serve --model DIR [--backend onnx|torch] [--port 8000]``."""
+
+import argparse
+import logging
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m mist_fairseq.serve",
+        description="HTTP JSON service: POST /generate {\"inputs\": [...]} -> {\"outputs\": [...]}, GET /health. "
+        "Concurrent requests are batched dynamically; malformed ones get a 4xx with a message.")
+    p.add_argument("--model", required=True,
+                   help="--backend onnx: an export folder (python -m mist_fairseq.export); "
+                   "--backend torch: a checkpoint folder")
+    p.add_argument("--backend", choices=["onnx", "torch"], default="onnx", help="default onnx")
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                   help="onnx graphs to run (int8 needs an export with --int8)")
+    p.add_argument("--checkpoint-file", default="checkpoint_best.pt", help="--backend torch: file in --model")
+    p.add_argument("--data", help="--backend torch: the fairseq-preprocess folder (dict.src.txt, vocab.txt)")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--threads", type=int, default=None, help="compute threads (default: the backend's choice)")
+    p.add_argument("--max-batch", type=int, default=32, help="inputs that end a batch's wait early")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    p.add_argument("--max-inputs", type=int, default=64, help="inputs per request (more: 413)")
+    p.add_argument("--max-input-chars", type=int, default=2000, help="characters per input (more: 413)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--no-access-log", action="store_true", help="no line per request")
+    args = p.parse_args(argv)
+    for name, value in (("--max-batch", args.max_batch), ("--max-inputs", args.max_inputs),
+                        ("--max-input-chars", args.max_input_chars)):
+        if value < 1:
+            p.error(f"{name} must be >= 1, got {value}")
+    if args.max_wait_ms < 0:
+        p.error(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
+
+    import uvicorn
+
+    from mist_fairseq.serve.app import Limits, build_app
+    from mist_fairseq.serve.backends import load_backend
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+                        force=True)  # fairseq configured the root logger on import
+    try:
+        backend = load_backend(args.backend, args.model, args.precision, args.checkpoint_file, args.data,
+                               args.threads, batch_size=args.max_batch)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
+    name = f"{args.backend}-{args.precision}"
+    app = build_app(backend, name, Limits(args.max_inputs, args.max_input_chars), args.max_batch, args.max_wait_ms)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=not args.no_access_log)
+
+
+if __name__ == "__main__":
+    main()

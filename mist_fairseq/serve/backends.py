@@ -1,0 +1,27 @@
+"""The model behind the service: anything with ``generate(list[str]) -> list[str]``, ``encode(str)``
+(the binarized source, to check its length) and ``max_source_tokens``."""
+
+import os
+from typing import Optional
+
+
+def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_file: str = "checkpoint_best.pt",
+                 data: Optional[str] = None, threads: Optional[int] = None, batch_size: int = 32):
+    """backend 'onnx': model = an export folder (``python -m mist_fairseq.export``), precision fp32|int8.
+    backend 'torch': model = a checkpoint folder, checkpoint_file inside it, data = its fairseq-preprocess
+    folder (dict.src.txt, vocab.txt)."""
+    if backend == "onnx":
+        from mist_fairseq.export.runner import OnnxMistModel
+
+        return OnnxMistModel(model, precision=precision, threads=threads, batch_size=batch_size)
+    if backend == "torch":
+        if precision != "fp32":
+            raise ValueError("--backend torch runs fp32; int8 is --backend onnx --precision int8")
+        if data is None:
+            raise ValueError("--backend torch needs --data: the fairseq-preprocess folder of the training data")
+        from mist_fairseq.inference import MistModel
+
+        return MistModel.from_pretrained(os.path.abspath(model), checkpoint_file=checkpoint_file,
+                                         data_name_or_path=os.path.abspath(data), threads=threads,
+                                         batch_size=batch_size)
+    raise ValueError(f"unknown backend {backend!r}: torch | onnx")

@@ -1,0 +1,99 @@
+"""ONNX export (python -m mist_fairseq.export) and its onnxruntime runner: same outputs as the PyTorch
+generator, int8 graphs really quantized, clear errors."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import N_TEST, python_cli
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(scope="module")
+def exported(trained, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    res = python_cli("mist_fairseq.export", str(trained / "checkpoint_last.pt"), "--data", str(data / "bin"),
+                     "--out", str(out), "--int8", "--check", str(data / "raw" / "test.src"))
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    return out, report
+
+
+def hub(trained, data):
+    from mist_fairseq import MistModel
+
+    return MistModel.from_pretrained(str(trained), checkpoint_file="checkpoint_last.pt",
+                                     data_name_or_path=str(data / "bin"), threads=1, batch_size=4)
+
+
+def test_fp32_export_gives_the_pytorch_outputs(exported, trained, data):
+    from mist_fairseq.export import OnnxMistModel
+
+    out, report = exported
+    assert report["fp32"]["n"] == N_TEST and report["fp32"]["identical"] == 1.0
+    sources = (data / "raw" / "test.src").read_text().splitlines()
+    ref, onnx = hub(trained, data), OnnxMistModel(str(out), threads=1, batch_size=4)
+    # the contract's numbers, not only the argmax: length logits and token logits of a padded batch
+    src = torch.nn.utils.rnn.pad_sequence([ref.encode(s) for s in sources[:5]], batch_first=True)
+    model = ref.models[0]
+    with torch.no_grad():
+        state, ostate = model.encode_source(src), onnx.model.encode_source(src)
+        torch.testing.assert_close(ostate.length_logits, model.length_logits(state), atol=1e-4, rtol=1e-4)
+        tgt = model.masked_target(torch.tensor([3, 5, 2, 4, 6]))
+        torch.testing.assert_close(onnx.model.decode_target(ostate, tgt), model.decode_target(state, tgt),
+                                   atol=1e-4, rtol=1e-4)
+    assert onnx.generate(sources) == ref.generate(sources)
+    # every decoding mode goes through the same generator over the contract
+    for kw in ({"length_beam": 3}, {"iterations": 3, "strategy": "mist"}, {"iterations": 3, "strategy": "mask-predict"}):
+        assert onnx.generate(sources, **kw) == ref.generate(sources, **kw), kw
+
+
+def test_int8_graphs_are_quantized_and_decode(exported, data):
+    import onnx
+
+    from mist_fairseq.export import OnnxMistModel
+
+    out, report = exported
+    cfg = json.loads((out / "mist_export.json").read_text())
+    assert cfg["precisions"] == ["fp32", "int8"]
+    for g in ("source", "target"):
+        fp32, int8 = out / cfg["graphs"]["fp32"][g], out / cfg["graphs"]["int8"][g]
+        ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+        assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, ops
+        assert "MatMulInteger" not in {n.op_type for n in onnx.load(str(fp32)).graph.node}
+    assert 0.0 <= report["int8"]["token_agreement"] <= 1.0
+    sources = (data / "raw" / "test.src").read_text().splitlines()
+    outs = OnnxMistModel(str(out), precision="int8", threads=1).generate(sources)
+    assert len(outs) == N_TEST and all(isinstance(o, str) for o in outs)
+
+
+def test_clear_errors(exported, trained, data, tmp_path):
+    from mist_fairseq.export import OnnxMistModel
+
+    out, _ = exported
+    with pytest.raises(FileNotFoundError, match="mist_export.json"):
+        OnnxMistModel(str(tmp_path))
+    fp32_only = tmp_path / "fp32"
+    fp32_only.mkdir()
+    for f in os.listdir(out):
+        os.symlink(out / f, fp32_only / f)
+    cfg = json.loads((out / "mist_export.json").read_text())
+    del cfg["graphs"]["int8"]
+    (fp32_only / "mist_export.json").unlink()
+    (fp32_only / "mist_export.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="--int8"):
+        OnnxMistModel(str(fp32_only), precision="int8")
+    onnx = OnnxMistModel(str(out))
+    too_long = "word " * (onnx.max_source_tokens + 5)
+    with pytest.raises(ValueError, match="input 1: .* WordPiece tokens"):
+        onnx.generate(["fine", too_long])
+    with pytest.raises(ValueError, match="input 1: .* WordPiece tokens"):
+        hub(trained, data).generate(["fine", too_long])
+    with pytest.raises(TypeError, match="list of strings"):
+        onnx.generate("one string")
+    res = python_cli("mist_fairseq.export", str(tmp_path / "nope.pt"), "--data", str(data / "bin"), "--out",
+                     str(tmp_path / "x"), check=False)
+    assert res.returncode == 2 and "no such checkpoint file" in res.stderr
