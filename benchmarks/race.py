@@ -10,7 +10,7 @@ those N sources beside its latency.
 
 DATA is the ``python -m mist_fairseq.prepare`` folder (bin/ for the MIST model, raw/test.* for the
 sources and references). The AR checkpoint is converted once with CTranslate2's Fairseq converter
-(int8 weights) into OUT/ct2_ar_int8 unless --ct2 names a converted folder. Writes OUT/RACE.md,
+(int8 weights) into ct2_int8/ beside it unless --ct2 names a converted folder. Writes OUT/RACE.md,
 RACE.json and RACE.png.
 """
 
@@ -59,7 +59,7 @@ class CT2System:
         return [self.bpe.decode(" ".join(r.hypotheses[0])) for r in res]
 
 
-def build_systems(args, out):
+def build_systems(args):
     from mist_fairseq import MistModel
     from mist_fairseq.export import OnnxMistModel
 
@@ -73,7 +73,8 @@ def build_systems(args, out):
         systems[f"MIST, ONNX Runtime {p}"] = OnnxMistModel(args.export, precision=p, threads=args.threads,
                                                            batch_size=bs).generate
     if args.fairseq_ar or args.ct2:
-        ct2 = args.ct2 or convert_ar(args.fairseq_ar, args.fairseq_data, os.path.join(out, "ct2_ar_int8"))
+        ct2 = args.ct2 or convert_ar(args.fairseq_ar, args.fairseq_data,
+                                     os.path.join(os.path.dirname(os.path.abspath(args.fairseq_ar)), "ct2_int8"))
         vocab = os.path.join(args.data, "bin", "vocab.txt")
         for beam, name in ((1, "greedy"), (4, "beam 4")):
             systems[f"AR transformer, CTranslate2 int8 {name}"] = CT2System(ct2, vocab, beam, args.threads,
@@ -130,7 +131,7 @@ def main(argv=None):
         refs = [ln.rstrip("\n") for _, ln in zip(range(args.n), f)]
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
-    systems = build_systems(args, args.out)
+    systems = build_systems(args)
     times, outputs = race(systems, sources, args.batch_sizes, args.warmup)
     rows = []
     for n in systems:

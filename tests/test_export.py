@@ -97,3 +97,15 @@ def test_clear_errors(exported, trained, data, tmp_path):
     res = python_cli("mist_fairseq.export", str(tmp_path / "nope.pt"), "--data", str(data / "bin"), "--out",
                      str(tmp_path / "x"), check=False)
     assert res.returncode == 2 and "no such checkpoint file" in res.stderr
+
+
+def test_parity_report(exported, data, tmp_path):
+    out, _ = exported
+    python_cli("mist_fairseq.export.parity", str(out), "--data", str(data / "bin"), "--src",
+               str(data / "raw" / "test.src"), "--ref", str(data / "raw" / "test.tgt"), "--threads", "1",
+               "--json", str(tmp_path / "parity.json"))
+    rep = json.loads((tmp_path / "parity.json").read_text())["systems"]
+    assert set(rep) == {"pytorch", "onnx-fp32", "onnx-int8"}
+    assert rep["onnx-fp32"]["identical"] == 1.0 and rep["onnx-fp32"]["BLEU-4"] == rep["pytorch"]["BLEU-4"]
+    assert rep["onnx-fp32"]["vs_pytorch"]["diff"] == 0.0
+    assert "ci95" in rep["onnx-int8"]["vs_pytorch"] and rep["onnx-int8"]["n"] == N_TEST

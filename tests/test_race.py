@@ -22,6 +22,11 @@ def test_race_runs_every_system_and_reports(trained, data, tmp_path):
            "MAX_TOKENS": "2048", "SCORE_ARGS": "--no-meteor"}
     run_cli(["bash", os.path.join(REPO, "examples", "baselines", "run_baselines.sh")], env=env)
     ckpt = trained / "checkpoint_last.pt"
+    # an AR checkpoint is refused by the exporter with one line (CTranslate2 converts those)
+    shutil.copy(data / "bin" / "vocab.txt", tmp_path / "ar" / "bin" / "vocab.txt")
+    res = python_cli("mist_fairseq.export", str(tmp_path / "ar" / "ar" / "checkpoint_last.pt"), "--data",
+                     str(tmp_path / "ar" / "bin"), "--out", str(tmp_path / "no"), check=False)
+    assert res.returncode == 2 and "not a mist_nar model" in res.stderr, res.stderr[-2000:]
     python_cli("mist_fairseq.export", str(ckpt), "--data", str(data / "bin"), "--out", str(tmp_path / "export"),
                "--int8")
     out = tmp_path / "docs"
@@ -33,7 +38,7 @@ def test_race_runs_every_system_and_reports(trained, data, tmp_path):
     names = [r["system"] for r in report["rows"]]
     assert names == ["MIST, PyTorch fp32", "MIST, ONNX Runtime fp32", "MIST, ONNX Runtime int8",
                      "AR transformer, CTranslate2 int8 greedy", "AR transformer, CTranslate2 int8 beam 4"]
-    assert (out / "ct2_ar_int8" / "model.bin").exists()  # converted by CTranslate2's Fairseq converter
+    assert (tmp_path / "ar" / "ar" / "ct2_int8" / "model.bin").exists()  # converted by CTranslate2's Fairseq converter
     for r in report["rows"]:
         assert r["ms_b1"] > 0 and r["ms_b4"] > 0 and 0 <= r["BLEU-4"] <= 100
     md = (out / "RACE.md").read_text()

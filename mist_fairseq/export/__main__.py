@@ -32,9 +32,15 @@ def main(argv=None):
     from mist_fairseq.export.onnx_export import export
     from mist_fairseq.inference import MistModel
 
-    hub = MistModel.from_pretrained(os.path.dirname(os.path.abspath(args.checkpoint)),
-                                    checkpoint_file=os.path.basename(args.checkpoint), data_name_or_path=args.data)
-    config = export(hub, args.out, int8=args.int8, opset=args.opset, checkpoint=args.checkpoint)
+    try:
+        hub = MistModel.from_pretrained(os.path.dirname(os.path.abspath(args.checkpoint)),
+                                        checkpoint_file=os.path.basename(args.checkpoint), data_name_or_path=args.data)
+    except FileNotFoundError as e:
+        p.error(str(e))
+    try:
+        config = export(hub, args.out, int8=args.int8, opset=args.opset, checkpoint=args.checkpoint)
+    except ValueError as e:
+        p.error(str(e))
     sizes = {f: os.path.getsize(os.path.join(args.out, f)) for g in config["graphs"].values() for f in g.values()}
     print(f"wrote {args.out}: " + ", ".join(f"{f} ({n / 2**20:.1f} MiB)" for f, n in sizes.items()), file=sys.stderr)
     if args.check:

@@ -111,7 +111,12 @@ def export(hub, out_dir: str, int8: bool = False, opset: int = 18, checkpoint: s
     """hub: a loaded :class:`~mist_fairseq.inference.MistModel`. Writes the graphs, the vocabulary and
     ``mist_export.json`` into out_dir (created; existing files of the same names are replaced).
     checkpoint: the file it came from, recorded in the config. Returns the config written."""
+    from mist_fairseq.models.mist_nar import MistNARModel
+
     model, tcfg = hub.models[0], hub.task.cfg
+    if not isinstance(model, MistNARModel):
+        raise ValueError(f"{checkpoint or 'the checkpoint'} holds a {type(model).__name__}, not a mist_nar model: "
+                         "only mist_nar checkpoints export (Fairseq's AR transformer converts with CTranslate2)")
     os.makedirs(out_dir, exist_ok=True)
     export_graphs(model, out_dir, opset)
     if int8:
