@@ -55,7 +55,7 @@ class OnnxMistNAR(TokenOps):
     def encode_source(self, src_tokens: torch.Tensor) -> OnnxSourceState:
         """src_tokens (B, S) without [CLS] -> the source state."""
         length_logits, keys, values, key_mask, length = self.source.run(
-            None, {"src_tokens": src_tokens.numpy().astype(np.int64, copy=False)})
+            None, {"src_tokens": np.ascontiguousarray(src_tokens.numpy(), dtype=np.int64)})
         return OnnxSourceState(keys, values, torch.from_numpy(key_mask), torch.from_numpy(length),
                                torch.from_numpy(length_logits))
 
@@ -66,7 +66,7 @@ class OnnxMistNAR(TokenOps):
         """tgt (B, T) -> logits (B, T, V) float32."""
         (logits,) = self.target.run(None, {
             "keys": state.keys, "values": state.values, "key_mask": state.key_mask.numpy(),
-            "src_length": state.length.numpy(), "tgt_tokens": tgt.numpy().astype(np.int64, copy=False)})
+            "src_length": state.length.numpy(), "tgt_tokens": np.ascontiguousarray(tgt.numpy(), dtype=np.int64)})
         return torch.from_numpy(logits)
 
 
