@@ -82,8 +82,11 @@ def build_systems(args):
     return systems
 
 
-def race(systems, sources, batch_sizes, warmup):
-    """Per batch size: per system, the ms per sentence of every batch, and the outputs."""
+def race(systems, sources, batch_sizes, warmup, pause_s=0.0):
+    """Per batch size: per system, the ms per sentence of every batch, and the outputs. pause_s: idle
+    time before each timed call, so that the previous system's idle threads have stopped spinning
+    (OpenMP runtimes busy-wait ~200 ms after a parallel region by default) and do not eat into the
+    next system's time."""
     names = list(systems)
     times = {bs: {n: [] for n in names} for bs in batch_sizes}
     outputs = {bs: {n: [None] * len(sources) for n in names} for bs in batch_sizes}
@@ -96,6 +99,8 @@ def race(systems, sources, batch_sizes, warmup):
             chunk = sources[start:start + bs]
             for j in range(len(names)):
                 n = names[(j + k) % len(names)]  # rotating order: drift and cache effects hit all alike
+                if pause_s:
+                    time.sleep(pause_s)
                 t = time.perf_counter()
                 res = systems[n](chunk)
                 times[bs][n].append((time.perf_counter() - t) * 1000 / len(chunk))
@@ -115,6 +120,8 @@ def main(argv=None):
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     p.add_argument("--threads", type=int, default=2, help="compute threads of every system")
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--pause-ms", type=float, default=250,
+                   help="idle time before each timed call (default 250: longer than OpenMP's ~200 ms spin-wait)")
     p.add_argument("--max-len", type=int, default=48, help="AR: longest output in tokens (MIST: its length head)")
     p.add_argument("--out", default="docs")
     args = p.parse_args(argv)
@@ -132,7 +139,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
     systems = build_systems(args)
-    times, outputs = race(systems, sources, args.batch_sizes, args.warmup)
+    times, outputs = race(systems, sources, args.batch_sizes, args.warmup, args.pause_ms / 1000)
     rows = []
     for n in systems:
         s = score("quora", outputs[args.batch_sizes[0]][n], refs, sources, meteor=False)
@@ -145,7 +152,7 @@ def main(argv=None):
     copy = score("quora", sources, refs, sources, meteor=False)
     report = {"platform": platform_line(), "cpus": os.cpu_count(), "threads": args.threads, "n": len(sources),
               "batch_sizes": args.batch_sizes, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "wall_s": round(time.time() - t0, 1),
+              "wall_s": round(time.time() - t0, 1), "pause_ms": args.pause_ms,
               "command": "python benchmarks/race.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "rows": rows, "copy_source": {"BLEU-4": round(copy["BLEU-4"], 2), "iBLEU": round(copy["iBLEU"], 2)},
               "outputs_agree": agreement(outputs, args.batch_sizes)}
@@ -172,7 +179,7 @@ def render(r):
              f"`{r['command']}`", "",
              f"{r['date']}, {r['platform']}, {r['cpus']} CPUs, {r['threads']} compute threads per system; the first "
              f"{r['n']} Quora test sources, text in and text out; median over batches of the milliseconds per "
-             f"sentence; systems interleaved batch by batch. Copy-the-source on these {r['n']}: BLEU-4 "
+             f"sentence; systems interleaved batch by batch, {r.get('pause_ms', 0):g} ms idle before each timed call. Copy-the-source on these {r['n']}: BLEU-4 "
              f"{r['copy_source']['BLEU-4']}, iBLEU {r['copy_source']['iBLEU']}. BLEU of the batch-{bss[0]} outputs.", "",
              head, "|---|" + "---:|" * (2 + len(bss) + (len(bss) if ref else 0))]
     for x in r["rows"]:
@@ -198,7 +205,7 @@ def chart(r, path):
     for ax, b in zip(axes, bss):
         for x in r["rows"]:
             ax.scatter(x[f"ms_b{b}"], x["BLEU-4"], s=30)
-            ax.annotate(x["system"].replace("AR transformer, ", "AR ").replace("MIST, ", ""), (x[f"ms_b{b}"], x["BLEU-4"]),
+            ax.annotate(x["system"].replace("AR transformer, ", "AR ").replace("MIST, ", "MIST "), (x[f"ms_b{b}"], x["BLEU-4"]),
                         fontsize=7, xytext=(4, 2), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel(f"ms per sentence, batch {b} (log)")

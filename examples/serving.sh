@@ -35,7 +35,7 @@ for step in $STEPS; do
     load)
       for prec in int8 fp32; do
         python benchmarks/serve_load.py --model "$EXPORT" --precision "$prec" --sources "$DATA/raw/test.src" \
-          --threads "$THREADS" --clients 16 --requests 800 --out "$DOCS" --name "SERVE_LOAD_onnx_$prec"
+          --threads "$THREADS" --clients 16 --requests 800 --rounds 5 --out "$DOCS" --name "SERVE_LOAD_onnx_$prec"
       done ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

@@ -33,7 +33,7 @@ def test_race_runs_every_system_and_reports(trained, data, tmp_path):
     run_cli([sys.executable, os.path.join(REPO, "benchmarks", "race.py"), "--data", str(data), "--mist", str(ckpt),
              "--export", str(tmp_path / "export"), "--fairseq-ar", str(tmp_path / "ar" / "ar" / "checkpoint_last.pt"),
              "--fairseq-data", str(tmp_path / "ar" / "bin"), "--n", "8", "--batch-sizes", "1", "4", "--warmup", "1",
-             "--threads", "1", "--out", str(out)])
+             "--threads", "1", "--pause-ms", "5", "--out", str(out)])
     report = json.loads((out / "RACE.json").read_text())
     names = [r["system"] for r in report["rows"]]
     assert names == ["MIST, PyTorch fp32", "MIST, ONNX Runtime fp32", "MIST, ONNX Runtime int8",

@@ -85,9 +85,11 @@ def read_config(path: str) -> dict:
 
 class OnnxMistModel:
     """An export folder on onnxruntime. precision: 'fp32' or 'int8' (exported with --int8);
-    threads: onnxruntime intra-op threads (default: its own choice); batch_size: sentences per pass."""
+    threads: onnxruntime intra-op threads (default: its own choice); batch_size: sentences per pass;
+    spinning: let onnxruntime's threads busy-wait between runs (its default; off here)."""
 
-    def __init__(self, path: str, precision: str = "fp32", threads: Optional[int] = None, batch_size: int = 32):
+    def __init__(self, path: str, precision: str = "fp32", threads: Optional[int] = None, batch_size: int = 32,
+                 spinning: bool = False):
         import onnxruntime as ort
 
         self.config = config = read_config(path)
@@ -96,9 +98,15 @@ class OnnxMistModel:
                              "export with --int8 for int8")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spinning:
+            # onnxruntime's workers busy-wait after each run by default; between our two graphs the
+            # generator's own (torch) work then competes with them for the cores, which made batch-1
+            # decoding with 2 threads several times slower in our timings (docs/RESULTS.md, Serving)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
+            torch.set_num_threads(threads)  # the generator's own work between the graphs, as MistModel does
 
         def session(name):
             return ort.InferenceSession(os.path.join(path, config["graphs"][precision][name]), opts,

@@ -115,6 +115,10 @@ def build_app(backend, name: str, limits: Limits = None, max_batch: int = 32, ma
     async def generate(request: Request):
         t = time.perf_counter()
         try:
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limits.max_body_bytes:  # refuse before reading it
+                raise BadRequest(413, f"request body of {declared} bytes; at most {limits.max_body_bytes}: "
+                                      "split the request")
             inputs = parse_request(await request.body(), limits, backend)
         except BadRequest as e:
             counts["rejected"] += 1
