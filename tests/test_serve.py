@@ -180,3 +180,35 @@ def test_load_and_fault_benchmark(export_dir, data, tmp_path):
         assert r["batching_factor"] > 1.0, r
     assert report["with_malformed"]["malformed"] > 0
     assert "p99 ms" in (tmp_path / "SERVE_LOAD.md").read_text()
+
+
+def test_batcher_groups_requests_and_survives_a_failing_batch():
+    """The batcher alone: concurrent submits become one generate call, in order; a batch whose
+    generate raises fails its requests only, and the next request is served."""
+    import asyncio
+
+    from mist_fairseq.serve.batcher import DynamicBatcher
+
+    calls = []
+
+    def generate(sentences):
+        calls.append(list(sentences))
+        if "boom" in sentences:
+            raise RuntimeError("model failed")
+        return [s.upper() for s in sentences]
+
+    async def scenario():
+        b = DynamicBatcher(generate, max_batch=8, max_wait_ms=100)
+        await b.start()
+        try:
+            outs = await asyncio.gather(b.submit(["a"]), b.submit(["b", "c"]), b.submit(["d"]))
+            assert outs == [["A"], ["B", "C"], ["D"]]
+            assert calls == [["a", "b", "c", "d"]]  # one model call for the three requests
+            results = await asyncio.gather(b.submit(["boom"]), b.submit(["x"]), return_exceptions=True)
+            assert all(isinstance(r, RuntimeError) for r in results)  # the failing batch's requests
+            assert await b.submit(["after"]) == ["AFTER"]  # and the batcher is still serving
+            assert b.stats["failed_batches"] == 1 and b.stats["batches"] == 2
+        finally:
+            await b.stop()
+
+    asyncio.run(scenario())
