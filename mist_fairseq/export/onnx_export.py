@@ -31,9 +31,9 @@ def _quiet_exporter():
 
 
 def export_graphs(model, out_dir: str, opset: int = 18, names=GRAPHS["fp32"], own_output_weight: bool = False) -> None:
-    """model: a ``MistNARModel`` (any size); writes the source and target graphs (names) with dynamic
-    batch, source width and target width (limits: the model's own). own_output_weight: see
-    :class:`~mist_fairseq.export.graphs.TargetGraph`."""
+    """model: a ``MistNARModel`` (any size); writes the source and target graphs (names; a None name is
+    not written) with dynamic batch, source width and target width (limits: the model's own).
+    own_output_weight: see :class:`~mist_fairseq.export.graphs.TargetGraph`."""
     _quiet_exporter()
     # not chained: after Fairseq's make_generation_fast_ (the hub calls it) train()/eval() return None
     model.float()
@@ -49,10 +49,11 @@ def export_graphs(model, out_dir: str, opset: int = 18, names=GRAPHS["fp32"], ow
     word = next(i for i in range(200) if i not in (pad, eos, model.bos, model.mask_idx))
     src = torch.tensor([[word, word, word, eos], [word, eos, pad, pad]], device=dev)
     with torch.no_grad():
-        torch.onnx.export(SourceGraph(model), (src,), os.path.join(out_dir, names[0]),
-                          input_names=SOURCE_INPUTS, output_names=SOURCE_OUTPUTS,
-                          dynamic_shapes={"src_tokens": {0: B, 1: S}}, dynamo=True, opset_version=opset,
-                          external_data=False)
+        if names[0] is not None:
+            torch.onnx.export(SourceGraph(model), (src,), os.path.join(out_dir, names[0]),
+                              input_names=SOURCE_INPUTS, output_names=SOURCE_OUTPUTS,
+                              dynamic_shapes={"src_tokens": {0: B, 1: S}}, dynamo=True, opset_version=opset,
+                              external_data=False)
         state = model.encode_source(src)
         keys = torch.stack([k for k, _ in state.kv])
         values = torch.stack([v for _, v in state.kv])
@@ -82,18 +83,20 @@ def weight_products(path: str) -> Tuple[List[str], List[str]]:
 def quantize_graphs(model, out_dir: str, opset: int = 18) -> None:
     """int8 graphs: onnxruntime's dynamic quantization of the weight products (weights int8 per output
     channel, activations quantized per call; no calibration data), the output projection included (the
-    graphs are exported again for it, with the projection's own copy of tied weights). Attention's
+    target graph is exported again for it, with the projection's own copy of tied weights; the source
+    graph has no output head and is quantized from the fp32 one). Attention's
     activation-by-activation products and the length head stay fp32: a length off by one changes the
     whole output."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = [name + ".fp32.tmp" for name in GRAPHS["int8"]]
-    export_graphs(model, out_dir, opset, names=tmp, own_output_weight=True)
+    target_tmp = GRAPHS["int8"][1] + ".fp32.tmp"
+    export_graphs(model, out_dir, opset, names=(None, target_tmp), own_output_weight=True)
+    sources = [GRAPHS["fp32"][0], target_tmp]
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic warns through the root logger about optional pre-processing
     try:
-        for fp32, int8 in zip(tmp, GRAPHS["int8"]):
+        for fp32, int8 in zip(sources, GRAPHS["int8"]):
             path = os.path.join(out_dir, fp32)
             _, other = weight_products(path)
             # MatMul only: a quantized Gather would turn the word embeddings into an int8 table
@@ -102,9 +105,8 @@ def quantize_graphs(model, out_dir: str, opset: int = 18) -> None:
                              op_types_to_quantize=["MatMul"], nodes_to_exclude=other)
     finally:
         root.setLevel(level)
-        for fp32 in tmp:
-            if os.path.exists(os.path.join(out_dir, fp32)):
-                os.remove(os.path.join(out_dir, fp32))
+        if os.path.exists(os.path.join(out_dir, target_tmp)):
+            os.remove(os.path.join(out_dir, target_tmp))
 
 
 def export(hub, out_dir: str, int8: bool = False, opset: int = 18, checkpoint: str = None) -> Dict:
