@@ -1,5 +1,6 @@
 # Sourced by the per-dataset scripts: train (resumable), generate the test set, score it.
-# Reads DATA RUN MODE ARCH PRETRAINED LR BATCH UPDATES WARMUP INTERVAL GEN_BATCH SCORE_TASK EXTRA RECIPE FAST_PATH, and
+# Reads DATA RUN MODE ARCH PRETRAINED LR BATCH UPDATES WARMUP INTERVAL GEN_BATCH SCORE_TASK EXTRA RECIPE FAST_PATH
+# GEN_ARGS (fairseq-generate options of dev selection and the test decode, e.g. "--decode-mode ar --beam 1"), and
 # BUDGET_HOURS (> 0: stop after that much cumulative training wall time, kept across resumes) or
 # DEV_SELECT=1: in both cases every INTERVAL-update checkpoint is kept and the test checkpoint is the one
 # with the best dev BLEU-4 (otherwise: the best validation loss).
@@ -63,10 +64,13 @@ train_generate_score() {
   [ "${BUDGET_HOURS:-0}" = 0 ] || touch "$RUN/train.done"
   local ckpt="$RUN/checkpoint_best.pt"
   if [ "$dev_select" = 1 ]; then
-    python -m mist_fairseq.dev_select "$RUN" --data "$DATA" --task "$SCORE_TASK" --dev-shards "${DEV_SHARDS:-1}"
+    # shellcheck disable=SC2086
+    python -m mist_fairseq.dev_select "$RUN" --data "$DATA" --task "$SCORE_TASK" --dev-shards "${DEV_SHARDS:-1}" \
+      ${GEN_ARGS:+-- --task mist_nar $GEN_ARGS}
     ckpt="$RUN/checkpoint_dev_best.pt"
   fi
-  generate_test "$ckpt" "$RUN/generate-test.txt"
+  # shellcheck disable=SC2086
+  generate_test "$ckpt" "$RUN/generate-test.txt" ${GEN_ARGS:-}
   local src_arg=()
   [ "$SCORE_TASK" = xsum ] || src_arg=(--src "$DATA/raw/test.src")
   python -m mist_fairseq.score --task "$SCORE_TASK" "$RUN/generate-test.txt" --ref "$DATA/raw/test.tgt" \
@@ -97,6 +101,22 @@ iterative_decoding() {  # SCORE_TASK RUN...: MIST vs Mask-Predict at 1/3/6 itera
           --no-meteor --json "$out.json"
       done
     done
+  done
+}
+
+decode_modes() {  # SCORE_TASK RUN NAME:OPTIONS...: the dev-chosen checkpoint of RUN decoded on test once per
+  # decoding mode, e.g. "semi2:--decode-mode semi-nar --block-size 2"; RUN/modes/NAME.txt and .json
+  local task=$1 run=$2 spec name out
+  shift 2
+  mkdir -p "$run/modes"
+  for spec in "$@"; do
+    name=${spec%%:*}
+    out=$run/modes/$name.txt
+    [ -e "$out.json" ] && continue
+    # shellcheck disable=SC2086
+    generate_test "$run/checkpoint_dev_best.pt" "$out" ${spec#*:}
+    python -m mist_fairseq.score --task "$task" "$out" --ref "$DATA/raw/test.tgt" --src "$DATA/raw/test.src" \
+      --no-meteor --json "$out.json"
   done
 }
 

@@ -5,11 +5,12 @@
                                   data_name_or_path="data/quora/bin")
     m.generate(["How can I learn Python fast?"])                  # -> ["how can i learn python quickly?"]
     m.generate(sources, iterations=3, strategy="mask-predict", length_beam=3)
+    m.generate(sources, mode="ar", beam=4)                         # two-stream checkpoints (issue 15)
 
 Built on Fairseq's hub machinery (``fairseq.hub_utils.from_pretrained`` loads the model and task,
 ``GeneratorHubInterface`` batches the inputs and handles the device); raw text goes in, WordPiece
 tokenization and detokenization are Fairseq's ``--bpe bert`` with the data folder's ``vocab.txt``.
-Decoding is :class:`~mist_fairseq.generators.mist_generator.MistGenerator`, the same generator
+Decoding goes through the same table of modes (:mod:`mist_fairseq.generators.modes`) that
 ``fairseq-generate`` uses. ``generate`` keeps no state between calls and runs under
 ``torch.inference_mode``: concurrent calls from several threads are safe (a test checks they give
 the serial results).
@@ -69,29 +70,40 @@ class MistModel(hub_utils.GeneratorHubInterface):
 
     def generator(self, iterations: Optional[int] = None, strategy: Optional[str] = None,
                   length_beam: Optional[int] = None, min_length: Optional[int] = None,
-                  dedup: Optional[bool] = None):
-        """The decoding strategy: the task's own options (the checkpoint's ``--mist-decode-iters``,
-        ``--decode-strategy``, ``--length-beam``, ``--min-target-length``, ``--no-dedup``), as
-        fairseq-generate uses them, unless given here."""
-        from mist_fairseq.generators.mist_generator import MistGenerator
+                  dedup: Optional[bool] = None, mode: Optional[str] = None,
+                  block_size: Optional[int] = None, beam: Optional[int] = None):
+        """The decoding strategy: the task's own options (the checkpoint's ``--decode-mode``,
+        ``--mist-decode-iters``, ``--decode-strategy``, ``--length-beam``, ``--min-target-length``,
+        ``--no-dedup``, ``--block-size``), as fairseq-generate uses them, unless given here; beam:
+        hypotheses kept in AR mode (default 1: greedy)."""
+        from types import SimpleNamespace
+
+        from mist_fairseq.generators.modes import build_generator
 
         tcfg = self.task.cfg
 
-        def pick(value, default):
-            return default if value is None else value
+        def pick(value, name, default):
+            return getattr(tcfg, name, default) if value is None else value
 
-        return MistGenerator(
-            self.tgt_dict, decode_iters=pick(iterations, tcfg.mist_decode_iters),
-            strategy=pick(strategy, tcfg.decode_strategy), length_beam=pick(length_beam, tcfg.length_beam),
-            min_length=pick(min_length, tcfg.min_target_length), dedup=pick(dedup, not tcfg.no_dedup),
+        cfg = SimpleNamespace(
+            mist_decode_iters=pick(iterations, "mist_decode_iters", 1),
+            decode_strategy=pick(strategy, "decode_strategy", "mist"),
+            length_beam=pick(length_beam, "length_beam", 1),
+            min_target_length=pick(min_length, "min_target_length", 2),
+            no_dedup=not dedup if dedup is not None else getattr(tcfg, "no_dedup", False),
+            block_size=pick(block_size, "block_size", 4),
         )
+        return build_generator(pick(mode, "decode_mode", "nar"), self.tgt_dict, cfg,
+                               SimpleNamespace(beam=beam or 1))
 
     def generate(self, sentences: List[str], iterations: Optional[int] = None, strategy: Optional[str] = None,
                  length_beam: Optional[int] = None, **kwargs) -> List[str]:
         """Raw source strings -> detokenized outputs, in input order. iterations: decoding passes
         (1 = the single parallel pass); strategy: 'mist' (feed the output back as pseudo target) or
-        'mask-predict'; length_beam: candidate lengths decoded per input. Unset: the checkpoint's own
-        decoding options (by default one pass, one length)."""
+        'mask-predict'; length_beam: candidate lengths decoded per input; mode: 'nar', 'semi-nar'
+        (block_size positions per pass) or 'ar' (beam hypotheses, default greedy) -- the last two for
+        checkpoints trained with the two-stream loss. Unset: the checkpoint's own decoding options
+        (by default one NAR pass, one length)."""
         if isinstance(sentences, str):
             raise TypeError("generate takes a list of strings; wrap a single input in a list")
         if not sentences:

@@ -17,12 +17,16 @@ def test_latency_quick(tmp_path):
     for name in ("AR transformer, beam 4", "AR transformer, greedy", "MIST single pass",
                  "MIST single pass, no K/V cache", "MIST 3 iterations", "Mask-Predict 3 iterations (MIST model)",
                  "floor: one bare model forward", "fused single pass, gold length given", "NAT (single pass)",
-                 "CMLM, 10 iterations"):
+                 "CMLM, 10 iterations", "MIST semi-NAR, blocks of 4", "MIST semi-NAR, blocks of 2",
+                 "MIST AR, greedy", "MIST AR, beam 4"):
         assert name in rows and rows[name]["1"]["median_ms"] > 0
     assert rows["AR transformer, beam 4"]["1"]["speedup_vs_ar_beam4"] == 1.0
-    # pinned lengths: AR and NAT produce the reference length (NAT adds <s>)
+    # pinned lengths: AR and NAT produce the reference length (NAT adds <s>); so does MIST's AR mode
     ar, nat = rows["AR transformer, greedy"]["1"]["out_len"], rows["NAT (single pass)"]["1"]["out_len"]
     assert nat == pytest.approx(ar + 1)
+    assert rows["MIST AR, greedy"]["1"]["out_len"] == pytest.approx(ar)  # [SEP] counted as </s> is
+    assert rows["MIST AR, beam 4"]["1"]["out_len"] == pytest.approx(ar)
+    assert "same-encoder AR, greedy" not in rows  # only with --ar-checkpoint
     assert (tmp_path / "BENCHMARK_quick.png").stat().st_size > 1000
     assert "| MIST single pass |" in (tmp_path / "BENCHMARK_quick.md").read_text()
 
@@ -81,9 +85,12 @@ def test_latency_with_trained_checkpoints_lets_every_system_predict_its_length(d
              "--save-dir", str(tmp_path / "mist"), "--no-epoch-checkpoints", "--num-workers", "0"])
     run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--data", str(data),
              "--mist-checkpoint", str(tmp_path / "mist" / "checkpoint_last.pt"), "--baselines", str(runs),
-             "--baseline-checkpoint", "checkpoint_dev_best.pt", "--out", str(tmp_path)])
+             "--baseline-checkpoint", "checkpoint_dev_best.pt", "--out", str(tmp_path),
+             "--modes-checkpoint", str(tmp_path / "mist" / "checkpoint_last.pt"),
+             "--ar-checkpoint", str(tmp_path / "mist" / "checkpoint_last.pt")])
     rows = json.loads((tmp_path / "BENCHMARK_quick.json").read_text())["decoding"]
     assert "LevT (up to 10 iterations)" in rows and all(r["1"]["median_ms"] > 0 for r in rows.values())
+    assert "same-encoder AR, beam 4" in rows and "same-encoder AR, blocks of 4" not in rows
     report = (tmp_path / "BENCHMARK_quick.md").read_text()
     assert "predicts its own output length" in report and "trained" in report
     # a missing baseline is one clear line

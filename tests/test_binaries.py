@@ -298,3 +298,32 @@ def test_example_recipes_are_valid_fairseq_options(data, tmp_path, recipe):
         fp32 = subprocess.run(["bash", "-c", "export FAST_PATH=0; " + script], capture_output=True, text=True,
                               check=True).stdout.splitlines()
         assert "--cpu-fast-path" not in fp32 and dict(zip(fp32, fp32[1:]))["--optimizer"] == "adam"
+
+
+def test_one_checkpoint_decodes_in_all_three_modes(data, tmp_path):
+    """Issue 15: trained with the two-stream loss (and the JANUS-style KL) on the CPU fast path, one
+    checkpoint decodes with fairseq-generate as NAR, semi-NAR and AR (greedy and beam: n-best lists)."""
+    out = train(data / "bin", tmp_path / "ck", "--block-loss-factor", "1", "--block-sizes", "1,2,16",
+                "--janus-kl-factor", "0.5", "--cpu-fast-path", updates=3)
+    log = out.stdout + out.stderr
+    assert re.search(r"block_acc=[\d.]+", log) and re.search(r"janus_kl=[\d.]+", log) and "mist=" in log
+    ck = tmp_path / "ck" / "checkpoint_last.pt"
+    outputs = {}
+    for name, extra in (("nar", []), ("semi", ["--decode-mode", "semi-nar", "--block-size", "2"]),
+                        ("greedy", ["--decode-mode", "ar", "--beam", "1"]),
+                        ("beam", ["--decode-mode", "ar", "--beam", "3", "--nbest", "3", "--max-len-b", "6"])):
+        gen = generate(data / "bin", ck, *extra)
+        hyps = re.findall(r"^H-(\d+)\t(\S+)\t(.*)$", gen.stdout, re.M)
+        ids = sorted({int(i) for i, _, _ in hyps})
+        assert ids == list(range(N_TEST)), name
+        outputs[name] = {int(i): h for i, _, h in hyps}
+        if name == "beam":
+            assert len(hyps) == 3 * N_TEST  # three hypotheses per sentence, best first
+            assert all(len(h.split()) <= 5 for _, _, h in hyps)  # --max-len-b 6, [SEP] included
+    # semi-NAR blocks of 2 and AR are other decodings than the one-pass NAR
+    assert outputs["semi"] != outputs["nar"] and outputs["greedy"] != outputs["nar"]
+    # an AR-only model: no NAR passes in its training log
+    out = train(data / "bin", tmp_path / "ar", "--mix-mode", "none", "--nar-loss-factor", "0",
+                "--block-loss-factor", "1", "--block-sizes", "1", updates=2)
+    log = out.stdout + out.stderr
+    assert "block_acc=" in log and "word_ins=" not in log and "pred_acc" not in log

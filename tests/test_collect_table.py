@@ -82,3 +82,36 @@ def test_fast_path_quality_reads_logs_and_compares_seed_gaps(tmp_path):
     assert "fp32_seed1_vs_seed2" not in s["dev_bleu"]
     assert s["train_wall_s"]["C"] == 60.0
     assert (tmp_path / "d" / "fast_path_quality.png").stat().st_size > 1000
+
+
+def test_collect_modes_scores_outputs_and_bootstraps_against_nar_mist(tmp_path):
+    """examples/collect_modes.py (issue 15): each row scored from its own output, compared with the
+    NAR-only MIST output by paired bootstrap, batch-1 latency from the exact benchmark row; a missing
+    output is listed as missing."""
+    srcs = ["how do i learn python", "what is the best phone", "why is the sky blue", "how to cook rice"]
+    refs = ["how can i learn python", "which phone is the best", "why is the sky blue ?", "how do i cook rice"]
+    data = tmp_path / "data" / "raw"
+    data.mkdir(parents=True)
+    (data / "test.src").write_text("\n".join(srcs) + "\n")
+    (data / "test.tgt").write_text("\n".join(refs) + "\n")
+
+    def gen(path, hyps):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"S-{i}\tx\nD-{i}\t-0.1\t{h}\n" for i, h in enumerate(hyps)))
+
+    gen(tmp_path / "quora_dynamic" / "generate-test.txt", srcs)
+    gen(tmp_path / "quora_joint" / "generate-test.txt", refs)  # the joint model's NAR output = the references
+    gen(tmp_path / "quora_joint" / "modes" / "ar4.txt", refs[:2] + srcs[2:])
+    write(tmp_path / "quora_joint" / "dev_curve.json", {"best": {"updates": 400}, "points": [{"updates": 400}, {"updates": 600}]})
+    write(tmp_path / "bench.json", {"decoding": {"MIST AR, beam 4": {"1": {"median_ms": 42.0}},
+                                                 "MIST AR, greedy": {"1": {"median_ms": 9.0}}}})
+    out = run_cli([sys.executable, f"{REPO}/examples/collect_modes.py", "--root", str(tmp_path), "--data",
+                   str(tmp_path / "data"), "--bench", str(tmp_path / "bench.json"), "--out", str(tmp_path / "o"),
+                   "--bootstrap-samples", "50"]).stdout
+    rows = json.loads((tmp_path / "o" / "modes.json").read_text())
+    assert rows["joint: NAR, one pass"]["BLEU-4"] > 99 and rows["joint: NAR, one pass"]["chosen_updates"] == 400
+    assert rows["joint: NAR, one pass"]["vs_nar_mist"]["diff"] > 0
+    assert rows["joint: AR, beam 4"]["batch1_ms"] == 42.0 and rows["joint: AR, greedy"] == {
+        "missing": str(tmp_path / "quora_joint" / "modes" / "ar1.txt")}
+    assert rows["copy the source"]["self-BLEU"] > 99 and "vs_nar_mist" not in rows["MIST, NAR only: one pass"]
+    assert "| joint: AR, beam 4 |" in out and "| 42.0 |" in out and "missing" in out

@@ -132,6 +132,24 @@ def test_mixed_hamming_runs_one_more_prediction(tiny_model, small_dict):
     assert first == 1 and len(calls) - first == 2
 
 
+def train_reverse_task(d, crit, steps):
+    """A fresh 2-layer model trained with crit on the toy reversal (sources of 6 tokens); returns
+    (model in eval mode, first loss, last loss)."""
+    torch.manual_seed(0)
+    model = MistNARModel(tiny_cfg(encoder_embed_dim=64, encoder_ffn_embed_dim=128, dropout=0.0), d)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for step in range(steps):
+        model.train()
+        src, tgt = toy_batch(d, n=32, seed=step, min_len=6, max_len=6)
+        loss, _, _ = crit(model, make_sample(src, tgt))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return model.eval(), losses[0], losses[-1]
+
+
 @pytest.mark.parametrize("mix_mode,steps", [("none", 500), ("dynamic", 700)])
 def test_learns_reverse_task(small_dict, mix_mode, steps):
     """A few hundred updates on a toy reversal drive the loss down and decoding above 90%.
@@ -143,21 +161,8 @@ def test_learns_reverse_task(small_dict, mix_mode, steps):
     from mist_fairseq.generators.mist_generator import MistGenerator
 
     d = small_dict
-    torch.manual_seed(0)
-    model = MistNARModel(tiny_cfg(encoder_embed_dim=64, encoder_ffn_embed_dim=128, dropout=0.0), d)
-    crit = make_criterion(d, mix_mode=mix_mode, label_smoothing=0.0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    first = None
-    for step in range(steps):
-        model.train()
-        src, tgt = toy_batch(d, n=32, seed=step, min_len=6, max_len=6)
-        loss, _, _ = crit(model, make_sample(src, tgt))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        first = first if first is not None else loss.item()
-    assert loss.item() < 0.2 * first
-    model.eval()
+    model, first, last = train_reverse_task(d, make_criterion(d, mix_mode=mix_mode, label_smoothing=0.0), steps)
+    assert last < 0.2 * first
     src, tgt = toy_batch(d, n=64, seed=10_000, min_len=6, max_len=6)
     hyps = MistGenerator(d, dedup=False).generate([model], make_sample(src, tgt))
     correct = total = 0

@@ -94,6 +94,9 @@ def test_clear_errors(exported, trained, data, tmp_path):
         hub(trained, data).generate(["fine", too_long])
     with pytest.raises(TypeError, match="list of strings"):
         onnx.generate("one string")
+    with pytest.raises(ValueError, match="NAR only"):
+        onnx.generate(["fine"], mode="ar")
+    assert onnx.generate(["fine"], mode="nar") == onnx.generate(["fine"])
     res = python_cli("mist_fairseq.export", str(tmp_path / "nope.pt"), "--data", str(data / "bin"), "--out",
                      str(tmp_path / "x"), check=False)
     assert res.returncode == 2 and "no such checkpoint file" in res.stderr

@@ -36,6 +36,30 @@ def test_generate_matches_fairseq_generate(trained, data):
     assert model.sample(sources[0]) == got[0]
 
 
+def test_decoding_modes_reach_the_generator(trained, data):
+    """mode / block_size / beam choose the generator from the same table fairseq-generate uses; AR
+    output equals fairseq-generate's --decode-mode ar."""
+    from mist_fairseq.generators.block_generator import ARGenerator, SemiNARGenerator
+
+    model = load(trained, data, batch_size=4)
+    sources = (data / "raw" / "test.src").read_text().splitlines()[:6]
+    assert isinstance(model.generator(mode="semi-nar", block_size=3), SemiNARGenerator)
+    assert model.generator(mode="semi-nar", block_size=3).block_size == 3
+    gen = model.generator(mode="ar", beam=3)
+    assert isinstance(gen, ARGenerator) and gen.beam == 3
+    # a block as wide as any target is the NAR pass
+    assert model.generate(sources, mode="semi-nar", block_size=64) == model.generate(sources)
+    got = model.generate(sources, mode="ar", beam=2)
+    out = run_cli(["fairseq-generate", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar",
+                   "--path", str(trained / "checkpoint_last.pt"), "--gen-subset", "test", "--batch-size", "8",
+                   "--decode-mode", "ar", "--beam", "2", "--bpe", "bert",
+                   "--bpe-vocab-file", str(data / "bin" / "vocab.txt")]).stdout
+    want = {int(i): d for i, d in re.findall(r"^D-(\d+)\t\S+\t(.*)$", out, re.M)}
+    assert got == [want[i] for i in range(6)]
+    with pytest.raises(ValueError, match="--decode-mode"):
+        model.generate(sources, mode="beam")
+
+
 def test_concurrent_calls_give_the_serial_results(trained, data):
     model = load(trained, data)
     sources = (data / "raw" / "test.src").read_text().splitlines()

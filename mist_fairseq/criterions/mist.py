@@ -13,6 +13,11 @@ Defaults follow the authors' method (Jiang et al. 2022; kongds/MIST ``model_mist
 4. ``--score-positions all``: both token losses cover every real target position, revealed ones
    too (``masked``: only the [MASK] positions, GLAT's choice).
 
+Optional terms (:mod:`mist_fairseq.criterions.block_loss`): ``--block-loss-factor`` adds the
+two-stream (BANG-style) loss that makes a checkpoint decode semi-NAR and AR too, ``--janus-kl-factor``
+the symmetric KL between it and the graded first pass (JANUS-style), and ``--nar-loss-factor 0``
+drops the NAR passes (an AR-only model on the same encoder).
+
 The source block is encoded once per input and its keys/values reused by every target pass. Only
 scored positions (plus, for Y_p, the real ones) are projected onto the vocabulary. The losses are
 returned as Fairseq's NAT named-loss dict (``word_ins``, ``length``, ``mist``); the summing and
@@ -31,6 +36,7 @@ from fairseq.criterions.nat_loss import (
 )
 from fairseq.dataclass import ChoiceEnum
 
+from mist_fairseq.criterions.block_loss import block_entry, draw_block, parse_block_sizes, symmetric_kl
 from mist_fairseq.criterions.label_smoothed_ce import label_smoothed_nll
 
 MIX_MODES = ChoiceEnum(["none", "dynamic", "static"])
@@ -88,6 +94,36 @@ class MistCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
             "every real position, revealed ones too; 'masked': only positions left as [MASK] by glancing"
         },
     )
+    nar_loss_factor: float = field(
+        default=1.0,
+        metadata={
+            "help": "weight of the NAR token loss (L_NAT); 0 skips the NAR passes (glancing, the MIST term), "
+            "e.g. for an AR-only model with --block-loss-factor 1 --block-sizes 1"
+        },
+    )
+    block_loss_factor: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the two-stream (BANG-style) loss: each target position predicted from the "
+            "gold tokens before its block and [MASK]s over the block; makes the checkpoint decode with "
+            "--decode-mode semi-nar and ar too. 0 = off"
+        },
+    )
+    block_sizes: str = field(
+        default="1",
+        metadata={
+            "help": "comma-separated block sizes of the two-stream loss, one drawn per batch (the first at "
+            "validation): 1 = autoregressive, b > 1 semi-NAR, b >= the target length the NAR pass"
+        },
+    )
+    janus_kl_factor: float = field(
+        default=0.0,
+        metadata={
+            "help": "JANUS-style joint training: weight of the symmetric KL between the two-stream "
+            "(AR/semi-NAR) and the NAR first-pass distributions at every real target position; needs "
+            "both --nar-loss-factor and --block-loss-factor > 0. 0 = off"
+        },
+    )
 
 
 def glance(gold: torch.Tensor, pred: torch.Tensor, ratio: float, pad: int, mask: int) -> torch.Tensor:
@@ -116,7 +152,8 @@ def scatter_argmax(logits: torch.Tensor, where: torch.Tensor, pad: int) -> torch
 class MistCriterion(LabelSmoothedDualImitationCriterion):
     def __init__(self, task, label_smoothing, length_loss_factor, mist_loss_factor, mix_mode,
                  glat_ratio, glat_ratio_end, glat_anneal_updates, glat_hamming,
-                 pseudo_from="glanced", score_positions="all"):
+                 pseudo_from="glanced", score_positions="all", nar_loss_factor=1.0,
+                 block_loss_factor=0.0, block_sizes="1", janus_kl_factor=0.0):
         super().__init__(task, label_smoothing)
         self.length_loss_factor = length_loss_factor
         self.mist_loss_factor = mist_loss_factor
@@ -127,6 +164,14 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         self.pseudo_from = pseudo_from
         self.score_positions = score_positions
         self.update_num = 0
+        self.nar_loss_factor, self.block_loss_factor = nar_loss_factor, block_loss_factor
+        self.block_sizes = parse_block_sizes(block_sizes)
+        self.janus_kl_factor = janus_kl_factor
+        if nar_loss_factor <= 0 and block_loss_factor <= 0:
+            raise ValueError("--nar-loss-factor and --block-loss-factor are both 0: nothing to train")
+        if janus_kl_factor > 0 and (nar_loss_factor <= 0 or block_loss_factor <= 0):
+            raise ValueError("--janus-kl-factor ties the NAR and two-stream passes: set --nar-loss-factor and "
+                             "--block-loss-factor > 0")
         if mix_mode == "static" and not getattr(task.cfg, "static_pseudo_targets", None):
             raise ValueError("--mix-mode static needs --static-pseudo-targets FILE (fairseq-generate output on train)")
 
@@ -157,7 +202,39 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         return entry, logits
 
     def mist_outputs(self, model, sample):
-        """Runs the MIST passes; returns the NAT named-loss dict and logging extras."""
+        """Runs the passes; returns the NAT named-loss dict and logging extras."""
+        src, gold = sample["net_input"]["src_tokens"], sample["target"]
+        real = gold.ne(model.pad)
+        lengths = real.sum(1)
+        state = model.encode_source(src)
+        outputs = {
+            "length": {
+                "out": model.length_logits(state),
+                "tgt": lengths.clamp(max=model.max_target_positions),
+                "factor": self.length_loss_factor,
+            },
+        }
+        extras, nar_logits = {}, None
+        if self.nar_loss_factor > 0:
+            nar_logits = self.nar_outputs(model, sample, state, outputs, extras)
+        if self.block_loss_factor > 0:
+            block = draw_block(self.block_sizes, model.training)
+            entry, block_logits = block_entry(model, state, gold, real, block, self.label_smoothing,
+                                              self.block_loss_factor)
+            # with no NAR term the two-stream loss is the model's NLL
+            outputs["block"] = dict(entry, nll_loss=self.nar_loss_factor <= 0)
+            extras["_block_correct"] = int((block_logits.detach().max(-1).indices == gold[real]).sum())
+            extras["_block_total"] = int(real.sum())
+            if self.janus_kl_factor > 0:
+                at, nar = nar_logits  # the NAR first pass's projected positions (a subset of the real ones)
+                # the parent's custom-loss entries are summed as given (and logged divided by factor)
+                kl = symmetric_kl(block_logits.index_select(0, at[real].nonzero().squeeze(1)), nar)
+                outputs["janus_kl"] = {"loss": kl * self.janus_kl_factor, "factor": self.janus_kl_factor}
+        return outputs, extras
+
+    def nar_outputs(self, model, sample, state, outputs, extras):
+        """The NAR (+ MIST) passes: adds ``word_ins`` (and ``mist``) to outputs and the logging
+        extras; returns (projected positions (B, T) bool, the graded first pass's logits there (N, V))."""
         src, gold = sample["net_input"]["src_tokens"], sample["target"]
         real = gold.ne(model.pad)
         lengths, width = real.sum(1), gold.size(1)
@@ -165,7 +242,6 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         mixing = self.mix_mode != "none"
         dynamic = self.mix_mode == "dynamic"
 
-        state = model.encode_source(src)
         draft = self._predict(model, state, lengths, width, real)  # no-grad all-[MASK] first pass
         static = self.task.static_pseudo_batch(sample) if self.mix_mode == "static" else None
         hamming_pred = draft
@@ -178,17 +254,9 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         y_in = glance(gold, hamming_pred, ratio, model.pad, model.mask_idx)
         scored = real if self.score_positions == "all" else y_in.eq(model.mask_idx) & real
         glanced_pseudo = dynamic and self.pseudo_from == "glanced"
-        word_ins, first_logits = self._token_loss(
-            model, state, gold, y_in, scored, project=real if glanced_pseudo else None
-        )
-        outputs = {
-            "word_ins": word_ins,
-            "length": {
-                "out": model.length_logits(state),
-                "tgt": lengths.clamp(max=model.max_target_positions),
-                "factor": self.length_loss_factor,
-            },
-        }
+        project = real if glanced_pseudo or self.janus_kl_factor > 0 else scored
+        word_ins, first_logits = self._token_loss(model, state, gold, y_in, scored, project=project)
+        outputs["word_ins"] = dict(word_ins, factor=self.nar_loss_factor)
         pseudo = draft
         if mixing:
             if glanced_pseudo:
@@ -198,19 +266,19 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             mixed = model.encode_source(model.mix_source(pseudo, src))
             entry, _ = self._token_loss(model, mixed, gold, y_in, scored)
             outputs["mist"] = dict(entry, factor=self.mist_loss_factor)
-        extras = {
+        extras.update({
             # the first pass over an all-[MASK] target: what one-pass decoding would output
             "_pred_correct": int(((draft == gold) & real).sum()),
             "_pred_total": int(real.sum()),
             "_revealed": int((real & y_in.ne(model.mask_idx)).sum()),
-        }
+        })
         if mixing:
             # static pseudo targets come at their own width: compare position by position up to gold's
             T = gold.size(1)
             aligned = pseudo[:, :T] if pseudo.size(1) >= T else torch.nn.functional.pad(
                 pseudo, (0, T - pseudo.size(1)), value=model.pad)
             extras["_pseudo_correct"] = int(((aligned == gold) & real).sum())
-        return outputs, extras
+        return project, first_logits
 
     def _compute_loss(self, outputs, targets, masks=None, label_smoothing=0.0, name="loss", factor=1.0):
         """The parent's label-smoothed NLL. fp32 logits take the parent's own code; bf16 logits (the
@@ -237,6 +305,11 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
         LabelSmoothedDualImitationCriterion.reduce_metrics(logging_outputs)
+        block_total = sum(log.get("_block_total", 0) for log in logging_outputs)
+        if block_total > 0:
+            # teacher-forced accuracy of the two-stream pass (AR when the block size is 1)
+            block_correct = sum(log.get("_block_correct", 0) for log in logging_outputs)
+            metrics.log_scalar("block_acc", 100.0 * block_correct / block_total, block_total, round=2)
         total = sum(log.get("_pred_total", 0) for log in logging_outputs)
         if total > 0:
             correct = sum(log.get("_pred_correct", 0) for log in logging_outputs)

@@ -125,7 +125,10 @@ class OnnxMistModel:
     def decode(self, tokens: torch.Tensor) -> str:
         return self.bpe.decode(self.dict.string(tokens))
 
-    def generator(self, iterations=None, strategy=None, length_beam=None, min_length=None, dedup=None):
+    def generator(self, iterations=None, strategy=None, length_beam=None, min_length=None, dedup=None, mode=None):
+        if mode not in (None, "nar"):
+            raise ValueError(f"mode={mode!r}: the exported graphs decode NAR only (the two-stream steps of "
+                             "semi-nar/ar are not exported); use mist_fairseq.MistModel for those modes")
         d = self.config["decoding"]
 
         def pick(value, key):

@@ -23,6 +23,28 @@ def dedup_consecutive(tokens: torch.Tensor, scores: torch.Tensor, pad: int):
     return new_tokens, new_scores
 
 
+def last_real(real: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool real slots (left-aligned) -> (B, T) bool, True at each row's last real slot."""
+    return real & ~torch.cat([real[:, 1:], real.new_zeros(real.size(0), 1)], 1)
+
+
+def to_hypos(tokens, scores, sentence_scores, steps: int, pad: int) -> List[dict]:
+    """Fairseq's hypothesis dicts, one per row. tokens, scores: (B, T) right-padded (pad slots are
+    dropped); sentence_scores: (B,); steps: target passes the decoding took."""
+    hypos = []
+    for i in range(tokens.size(0)):
+        keep = tokens[i].ne(pad)
+        hypos.append({
+            "tokens": tokens[i][keep],
+            "positional_scores": scores[i][keep],
+            "score": sentence_scores[i],
+            "alignment": None,
+            "attention": None,
+            "steps": steps,
+        })
+    return hypos
+
+
 class MistGenerator:
     def __init__(self, tgt_dict, decode_iters: int = 1, strategy: str = "mist", length_beam: int = 1,
                  min_length: int = 2, dedup: bool = True, use_cache: bool = True):
@@ -47,14 +69,19 @@ class MistGenerator:
             logits = model.decode_target(state, tgt)
         else:
             logits = model.mlm_head(model.encoder.forward_full(model.add_cls(src), tgt)[:, -tgt.size(1):])
+        real = tgt.ne(self.pad)
+        return self.choose(logits, real, last_real(real))
+
+    def choose(self, logits, real, last):
+        """logits (B, R, V) at R target slots; real, last: (B, R) bool, the slots that exist and the
+        one holding the final [SEP]. Returns (tokens (B, R), log-probs (B, R)): [SEP] in the last
+        slot, the best non-special token elsewhere, pad/0 where not real."""
         logits = logits.float()
         # log-prob of the argmax = max logit - logsumexp: no (B, T, V) log-softmax tensor is built
         lse = logits.logsumexp(-1)
         eos_lp = logits[..., self.eos] - lse
         logits.index_fill_(-1, self.never_inside.to(logits.device), float("-inf"))
         best, tokens = logits.max(-1)
-        real = tgt.ne(self.pad)
-        last = real & ~torch.cat([real[:, 1:], real.new_zeros(real.size(0), 1)], 1)
         tokens = torch.where(last, torch.full_like(tokens, self.eos), tokens)
         scores = torch.where(last, eos_lp, best - lse)
         return tokens.masked_fill(~real, self.pad), scores.masked_fill(~real, 0.0)
@@ -66,23 +93,44 @@ class MistGenerator:
         k = min(self.length_beam, logits.size(1) - self.min_length)
         return logits.topk(k, dim=-1).indices
 
-    @torch.no_grad()
-    def generate(self, models, sample, prefix_tokens=None, constraints=None, **unused) -> List[List[dict]]:
+    @staticmethod
+    def check_call(models, prefix_tokens, constraints):
+        """The one model of a generate call, after refusing what mist_nar decoding does not do."""
         if len(models) != 1:
             raise ValueError("mist_nar generation does not ensemble models; pass one --path")
         if prefix_tokens is not None or constraints is not None:
             raise ValueError("mist_nar generation supports neither --prefix-size nor constraints")
-        model = models[0]
-        src = sample["net_input"]["src_tokens"]
-        bsz = src.size(0)
+        return models[0]
+
+    def start(self, model, src):
+        """Source pass and length prediction. src (B, S) -> (state, src, tgt) with each source
+        repeated k = length-beam times: tgt (B * k, T) all [MASK] up to each candidate length."""
         state = model.encode_source(src)
         lengths = self.predict_lengths(model, state)  # (B, k)
-        k = lengths.size(1)
-        if k > 1:
-            order = torch.arange(bsz, device=src.device).repeat_interleave(k)
+        if lengths.size(1) > 1:
+            order = torch.arange(src.size(0), device=src.device).repeat_interleave(lengths.size(1))
             state = state.index_select(order)
             src = src.index_select(0, order)
-        tgt = model.masked_target(lengths.reshape(-1))
+        return state, src, model.masked_target(lengths.reshape(-1))
+
+    def finish(self, tokens, scores, real, bsz: int, steps: int) -> List[List[dict]]:
+        """tokens, scores (B * k, T) of the k candidate lengths of each source -> Fairseq hypotheses:
+        the best mean log-prob per source, consecutive repeats removed unless --no-dedup."""
+        k = tokens.size(0) // bsz
+        mean = scores.sum(1) / real.sum(1).to(scores.dtype)
+        if k > 1:  # best mean log-prob among each source's k lengths
+            best = mean.view(bsz, k).argmax(1) + torch.arange(bsz, device=tokens.device) * k
+            tokens, scores, mean = tokens[best], scores[best], mean[best]
+        if self.dedup:
+            tokens, scores = dedup_consecutive(tokens, scores, self.pad)
+        return [[h] for h in to_hypos(tokens, scores, mean, steps, self.pad)]
+
+    @torch.no_grad()
+    def generate(self, models, sample, prefix_tokens=None, constraints=None, **unused) -> List[List[dict]]:
+        model = self.check_call(models, prefix_tokens, constraints)
+        src = sample["net_input"]["src_tokens"]
+        bsz = src.size(0)
+        state, src, tgt = self.start(model, src)
         tokens, scores = self.predict_pass(model, state, tgt, src)
         real = tgt.ne(self.pad)
         n_real = real.sum(1)
@@ -99,21 +147,4 @@ class MistGenerator:
                                                            src)
                 tokens = torch.where(remask, new_tokens, tokens)
                 scores = torch.where(remask, new_scores, scores)
-        mean = scores.sum(1) / n_real.to(scores.dtype)
-        if k > 1:  # best mean log-prob among each source's k lengths
-            best = mean.view(bsz, k).argmax(1) + torch.arange(bsz, device=src.device) * k
-            tokens, scores, mean = tokens[best], scores[best], mean[best]
-        if self.dedup:
-            tokens, scores = dedup_consecutive(tokens, scores, self.pad)
-        hypos = []
-        for i in range(bsz):
-            keep = tokens[i].ne(self.pad)
-            hypos.append([{
-                "tokens": tokens[i][keep],
-                "positional_scores": scores[i][keep],
-                "score": mean[i],
-                "alignment": None,
-                "attention": None,
-                "steps": self.decode_iters,
-            }])
-        return hypos
+        return self.finish(tokens, scores, real, bsz, self.decode_iters)

@@ -205,6 +205,32 @@ class BertEncoder(nn.Module):
             x, _ = layer(x, mask, past_kv=past)
         return x
 
+    def decode_rows(self, state: SourceState, tokens: torch.Tensor, tpos: torch.Tensor,
+                    row_mask: torch.Tensor, cache=None):
+        """Target rows with an explicit attention pattern (the two-stream passes of
+        :mod:`mist_fairseq.models.streams`). tokens, tpos: (B, R) token ids and target indices
+        (position = source length + tpos, token type 1); row_mask: (B, R, R) bool, which of these
+        rows each row sees (key padding is applied on top); cache: None or a ``MainCache`` whose
+        C earlier rows every row sees where real. Every row sees the real source tokens.
+        Returns the last-layer states (B, R, H) and each layer's own (k, v), each (B, h, R, d)."""
+        positions = state.length.unsqueeze(1) + tpos
+        positions = positions.clamp(max=self.embeddings.position_embeddings.num_embeddings - 1)
+        x = self.embeddings(tokens, positions, torch.ones_like(tokens))
+        R = tokens.size(1)
+        keys = [state.key_mask[:, None, :].expand(-1, R, -1)]
+        if cache is not None:
+            keys.append(cache.key_mask[:, None, :].expand(-1, R, -1))
+        keys.append(row_mask & tokens.ne(self.pad_idx)[:, None, :])
+        mask = torch.cat(keys, 2).unsqueeze(1)  # (B, 1, R, S + C + R)
+        own = []
+        for i, layer in enumerate(self.layers):
+            past = state.kv[i]
+            if cache is not None:
+                past = (torch.cat([past[0], cache.kv[i][0]], 2), torch.cat([past[1], cache.kv[i][1]], 2))
+            x, kv = layer(x, mask, past_kv=past)
+            own.append(kv)
+        return x, own
+
     def forward_full(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """One pass over ``[CLS] X [SEP] Y [SEP]`` with the block mask (no cache): the reference the
         cached path is tested against, and the benchmark's floor.

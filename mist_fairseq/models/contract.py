@@ -11,6 +11,11 @@ Shapes: B batch, S source width (binarized, ends in [SEP]; no [CLS]), T target w
   counted.
 - ``decode_target(state, tgt (B, T)) -> logits (B, T, V)``: the target-only pass over cached source
   keys/values.
+- ``decode_step(state, cache, prev_tokens (B, M), block_tokens (B, R)) -> (logits (B, R, V), cache)``:
+  one semi-NAR/AR step of the two-stream pattern (:mod:`mist_fairseq.models.streams`): the M tokens
+  chosen last join the cached main stream, the R [MASK]s of the next block are predicted
+  (``cache`` None at the first step; ``cache.index_select(order)`` reorders it for beam search).
+  Models without it (the ONNX runner) decode in NAR mode only.
 - ``masked_target(lengths (B,)) -> (B, T)`` and ``mix_source(pseudo (B, T), src_tokens (B, S)) -> (B, W)``:
   token bookkeeping, implemented once here (:class:`TokenOps`).
 """

@@ -19,7 +19,7 @@ from fairseq.models import BaseFairseqModel, register_model, register_model_arch
 from omegaconf import II, open_dict
 
 from mist_fairseq.models.bert_encoder import ACTIVATIONS, BertEncoder, MLMHead, SourceState
-from mist_fairseq.models import pretrained
+from mist_fairseq.models import pretrained, streams
 from mist_fairseq.models.contract import TokenOps
 from mist_fairseq.models.fast_path import Dropout, Linear, bf16_matmul_supported
 
@@ -190,6 +190,29 @@ class MistNARModel(BaseFairseqModel, TokenOps):
             # index_put, several times slower on CPU than index_select's index_add
             h = h.reshape(-1, h.size(-1)).index_select(0, positions.reshape(-1).nonzero().squeeze(1))
         return self.mlm_head(h)
+
+    def block_logits(self, state: SourceState, gold: torch.Tensor, block: int,
+                     positions: Optional[torch.Tensor] = None):
+        """Two-stream training pass (:mod:`mist_fairseq.models.streams`): gold (B, T); row t is
+        predicted from the source, gold tokens before its block of ``block`` positions and [MASK]s
+        over that block (1 = autoregressive). A block covering the whole target is the NAR pass
+        itself (:meth:`decode_target` over [MASK]s: the main stream would be invisible).
+        positions as in :meth:`decode_target`. Returns logits (B, T, V) or (N, V)."""
+        if block >= gold.size(1):
+            return self.decode_target(state, gold.masked_fill(gold.ne(self.pad), self.mask_idx), positions)
+        h = streams.block_states(self.encoder, state, gold, block, self.mask_idx, self.pad)
+        if positions is not None:
+            h = h.reshape(-1, h.size(-1)).index_select(0, positions.reshape(-1).nonzero().squeeze(1))
+        return self.mlm_head(h)
+
+    def decode_step(self, state: SourceState, cache: Optional[streams.MainCache],
+                    prev_tokens: torch.Tensor, block_tokens: torch.Tensor):
+        """One semi-NAR/AR decoding step over cached source and main-stream keys/values.
+        prev_tokens (B, M): tokens chosen at the previous step (M = 0 at the first); block_tokens
+        (B, R): [MASK]s (padding where a row has no position) for the next R positions.
+        Returns logits (B, R, V) and the extended cache."""
+        h, cache = streams.step_states(self.encoder, state, cache, prev_tokens, block_tokens)
+        return self.mlm_head(h), cache
 
     def length_logits(self, state: SourceState) -> torch.Tensor:
         """(B, max_target_positions + 1) logits over target lengths ([SEP] included)."""

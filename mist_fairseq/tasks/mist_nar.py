@@ -14,10 +14,12 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from mist_fairseq.data_utils import TruncateKeepEosDataset, read_pseudo_targets
 from mist_fairseq.dictionary import BertDictionary
+from mist_fairseq.generators.modes import DECODE_MODES, build_generator
 
 logger = logging.getLogger(__name__)
 
 DECODE_STRATEGIES = ChoiceEnum(["mist", "mask-predict"])
+DECODE_MODE_CHOICES = ChoiceEnum(list(DECODE_MODES))
 
 
 @dataclass
@@ -53,6 +55,18 @@ class MistNARTaskConfig(TranslationConfig):
     )
     min_target_length: int = field(
         default=2, metadata={"help": "smallest predicted target length, final [SEP] included"}
+    )
+    decode_mode: DECODE_MODE_CHOICES = field(
+        default="nar",
+        metadata={
+            "help": "'nar': one parallel pass over [MASK]s (the paper's); 'semi-nar': --block-size "
+            "positions per pass, each block given the earlier ones; 'ar': left to right with beam search "
+            "(--beam, --lenpen, --max-len-a/b), ending at [SEP]. Semi-NAR and AR need a checkpoint trained "
+            "with the two-stream loss (--block-loss-factor > 0 of --criterion mist)"
+        },
+    )
+    block_size: int = field(
+        default=4, metadata={"help": "positions predicted per pass with --decode-mode semi-nar (1 = AR order, greedy)"}
     )
     no_dedup: bool = field(
         default=False, metadata={"help": "keep consecutive duplicate tokens (removed by default, as in MIST's code)"}
@@ -150,16 +164,9 @@ class MistNARTask(TranslationTask):
         return model
 
     def build_generator(self, models, args, **unused):
-        from mist_fairseq.generators.mist_generator import MistGenerator
-
-        return MistGenerator(
-            self.target_dictionary,
-            decode_iters=self.cfg.mist_decode_iters,
-            strategy=self.cfg.decode_strategy,
-            length_beam=self.cfg.length_beam,
-            min_length=self.cfg.min_target_length,
-            dedup=not self.cfg.no_dedup,
-        )
+        # args: fairseq-generate's generation options (--beam, --lenpen, --max-len-a/b) for AR mode
+        # checkpoints saved before --decode-mode existed decode as they were trained: NAR
+        return build_generator(getattr(self.cfg, "decode_mode", "nar"), self.target_dictionary, self.cfg, args)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if hasattr(criterion, "set_update_num"):
