@@ -91,11 +91,7 @@ def mode_systems(args, mist, d, label, checkpoint=None, ar_only=False):
 
 def make_systems(args, tmp):
     if args.mist_checkpoint:  # a trained model, built from its own configuration
-        from fairseq import checkpoint_utils
-
-        models, _, mtask = checkpoint_utils.load_model_ensemble_and_task(
-            [args.mist_checkpoint], arg_overrides={"data": args.bin})
-        mist = models[0].eval()
+        mtask, mist = load_mist(args.mist_checkpoint, args.bin)
     else:
         mtask, mist = build_mist(args)
     d = mtask.target_dictionary

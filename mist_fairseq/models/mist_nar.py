@@ -184,7 +184,10 @@ class MistNARModel(BaseFairseqModel, TokenOps):
         """Target-only pass. tgt: (B, T). positions: optional bool (B, T) selecting where the
         vocabulary projection is needed (training projects only the scored positions, which is
         where most of a step's time would otherwise go). Returns logits (B, T, V) or (N, V)."""
-        h = self.encoder.decode_target(state, tgt)
+        return self._project(self.encoder.decode_target(state, tgt), positions)
+
+    def _project(self, h: torch.Tensor, positions: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B, T, H) states -> logits (B, T, V), or (N, V) at the True positions of (B, T) positions."""
         if positions is not None:
             # index_select, not h[positions]: the boolean index's backward is an accumulating
             # index_put, several times slower on CPU than index_select's index_add
@@ -200,10 +203,7 @@ class MistNARModel(BaseFairseqModel, TokenOps):
         positions as in :meth:`decode_target`. Returns logits (B, T, V) or (N, V)."""
         if block >= gold.size(1):
             return self.decode_target(state, gold.masked_fill(gold.ne(self.pad), self.mask_idx), positions)
-        h = streams.block_states(self.encoder, state, gold, block, self.mask_idx, self.pad)
-        if positions is not None:
-            h = h.reshape(-1, h.size(-1)).index_select(0, positions.reshape(-1).nonzero().squeeze(1))
-        return self.mlm_head(h)
+        return self._project(streams.block_states(self.encoder, state, gold, block, self.mask_idx, self.pad), positions)
 
     def decode_step(self, state: SourceState, cache: Optional[streams.MainCache],
                     prev_tokens: torch.Tensor, block_tokens: torch.Tensor):
