@@ -32,6 +32,7 @@ from report_io import platform_line, prepare_shipped_data, replace_section, writ
 
 # the plugin recipe of examples/common.sh (what the quickstart and the table scripts train)
 RECIPE = ["--glat-hamming", "first", "--length-loss-factor", "0.1", "--tie-output-embeddings",
+          "--target-keep-prob", "0", "--target-random-prob", "0",
           "--lr", "3e-4", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100",
           "--attention-dropout", "0", "--clip-norm", "1.0"]
 FP32 = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.999)"]

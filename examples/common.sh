@@ -17,10 +17,10 @@ recipe_args() {  # sets the array RECIPE_ARGS: the optimisation recipe RECIPE (r
     # this plugin's CPU recipe (the default: it won on dev at CPU budgets, docs/RESULTS.md, faithful-MIST
     # ablation row C): Adam, LR peak after WARMUP then inverse square root, no attention dropout, length
     # loss weight 0.1, output projection tied to the word embeddings, glancing Hamming from the first
-    # pass (one no-grad pass fewer than the authors')
+    # pass (one no-grad pass fewer than the authors'), an all-[MASK] draft input (no kept/random tokens)
     plugin) RECIPE_ARGS=(--optimizer adam --adam-betas '(0.9, 0.999)' --lr "$LR" --lr-scheduler inverse_sqrt
               --warmup-updates "$WARMUP" --attention-dropout 0 --length-loss-factor 0.1 --tie-output-embeddings
-              --glat-hamming first) ;;
+              --glat-hamming first --target-keep-prob 0 --target-random-prob 0) ;;
     # the authors' recipe (kongds/MIST train.py): AdamW (Fairseq's adam decays weights decoupled, on all
     # parameters; theirs exempts biases and LayerNorm), weight decay 0.01, lr 3e-5, 500 warm-up updates then
     # linear decay to 0 at UPDATES, dropout and attention dropout 0.1, length loss weight 1, output

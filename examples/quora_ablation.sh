@@ -9,6 +9,11 @@
 #   F  D with the authors' recipe at the lr and warm-up of a CPU budget (RECIPE=authors-cpu: lr 3e-4,
 #      100 warm-up updates, linear decay to 0): faithful MIST that trains in a few hundred updates
 #   G  no mixing with F's recipe and loss
+#   F_fast, G_fast  F and G on the CPU fast path (the controls of H and I)
+#   H  F_fast with the authors' corrupted draft input Y_0 (10% gold kept, 10% random tokens, the rest [MASK]:
+#      their loader's keep_prob/random_prob defaults; the criterion's defaults since): faithful MIST, complete
+#   I  no mixing with H's recipe, loss and Y_0
+#   Rows A-G were run before --target-keep-prob/--target-random-prob existed: they are pinned to 0 (all [MASK]).
 #   C_fast, C_fast_s2  C on the CPU fast path (issue 13), seeds 1 and 2; C_s2  C in fp32 with seed 2: does the
 #      fast path change quality? (fast_quality: dev loss and dev BLEU-4 of C, C_s2, C_fast and C_fast_s2 at
 #      every saved checkpoint, one plot; the seed pairs measure run-to-run noise.) Rows A-G and C_s2 run in
@@ -27,6 +32,7 @@ UPDATES=${UPDATES:-300}                       # updates per system (equal update
 BATCH=${BATCH:-64}
 INTERVAL=${INTERVAL:-100}
 THREADS=${THREADS:-1}
+NOISE0="--target-keep-prob 0 --target-random-prob 0"  # an all-[MASK] draft input (rows A-G, F_fast, G_fast)
 STEPS=${STEPS:-"prep A B C D E E_time F G table equal_time probe collect"}
 DOCS=${DOCS:-docs/ablation}
 PROBE_SHARDS=${PROBE_SHARDS:-1}
@@ -82,24 +88,28 @@ for step in $STEPS; do
           --json "$DOCS/${1}_vs_${2}_test.json"
       done
       python "$here/plot_fast_path.py" --root "$ROOT" --docs "$DOCS" ;;
-    D) system D dynamic authors "" ;;
-    E) system E none authors "" ;;
-    F) system F dynamic authors-cpu "" ;;
-    G) system G none authors-cpu "" ;;
+    D) system D dynamic authors "$NOISE0" ;;
+    E) system E none authors "$NOISE0" ;;
+    F) system F dynamic authors-cpu "$NOISE0" ;;
+    G) system G none authors-cpu "$NOISE0" ;;
+    F_fast) FAST_PATH=1 system F_fast dynamic authors-cpu "$NOISE0" ;;
+    G_fast) FAST_PATH=1 system G_fast none authors-cpu "$NOISE0" ;;
+    H) FAST_PATH=1 system H dynamic authors-cpu "" ;;
+    I) FAST_PATH=1 system I none authors-cpu "" ;;
     E_time)
       # E's updates in D's wall time: D's training wall time over E's time per update
       d=$(train_wall "$ROOT/ablation_D") e=$(train_wall "$ROOT/ablation_E")
       n=$(python -c "print(int($UPDATES * $d / $e))")
       echo "E_time: $n updates (D trained $UPDATES in ${d}s, E in ${e}s)"
-      system E_time none authors "" "$n" ;;
+      system E_time none authors "$NOISE0" "$n" ;;
     table)
       python -m mist_fairseq.score --task quora "$DATA/raw/test.src" --ref "$DATA/raw/test.tgt" \
         --src "$DATA/raw/test.src" --json "$DOCS/copy_source.json"
-      for s in A B C D E E_time F G; do
+      for s in A B C D E E_time F G F_fast G_fast H I; do
         [ -e "$ROOT/ablation_$s/scores.json" ] && collect_run "$s"
       done
       # equal updates: each pair at the last checkpoint both saved, paired bootstrap
-      for pair in "D E" "F G" "F C" "D C" "C B" "B A" "C A" "F A"; do
+      for pair in "D E" "F G" "F C" "D C" "C B" "B A" "C A" "F A" "H F_fast" "I G_fast" "H I" "F_fast G_fast"; do
         set -- $pair
         compare_at_equal_updates quora "$ROOT/ablation_$1" "$ROOT/ablation_$2" "$DOCS/${1}_vs_${2}"
       done
@@ -110,22 +120,26 @@ for step in $STEPS; do
           --json "$DOCS/D_vs_E_time_equal_time.json"
       fi
       runs=() labels=()
-      for s in A B C D E F G; do
+      for s in A B C D E F G F_fast G_fast H I; do
         [ -e "$ROOT/ablation_$s/dev_curve.json" ] && runs+=("$ROOT/ablation_$s") && labels+=("$s")
       done
       python -m mist_fairseq.dev_select "${runs[@]}" --data "$DATA" --task quora --labels "${labels[@]}" \
         --plot "$DOCS/ablation_dev_curves.png" ;;
     probe)
       ckpts=()
-      for s in A B C D E F G; do
+      for s in ${PROBE_ROWS:-A B C D E F G F_fast G_fast H I}; do
         [ -e "$ROOT/ablation_$s/checkpoint_dev_best.pt" ] && ckpts+=("$ROOT/ablation_$s/checkpoint_dev_best.pt")
       done
       python -m mist_fairseq.probe "${ckpts[@]}" --data-bin "$DATA/bin" --data "$DATA" --shards "$PROBE_SHARDS" \
         --json "$DOCS/probe.json" ;;
     equal_time)
-      # F vs G at G's training wall time: each side's dev-best checkpoint among those saved within it
-      # (F's schedule was set for UPDATES, so its early checkpoints are mid-schedule: a caveat, not a fix)
-      pick=$(python - "$ROOT/ablation_F/dev_curve.json" "$ROOT/ablation_G/dev_curve.json" <<'PY'
+      # MIST vs no mixing at the no-mix row's training wall time: the MIST row's dev-best checkpoint among
+      # those saved within it (its schedule was set for UPDATES, so early checkpoints are mid-schedule: a
+      # caveat, not a fix)
+      for pair in ${EQUAL_TIME_PAIRS:-F:G H:I}; do
+        a=${pair%:*} b=${pair#*:}
+        [ -e "$ROOT/ablation_$a/dev_curve.json" ] && [ -e "$ROOT/ablation_$b/generate-test.txt" ] || continue
+        pick=$(python - "$ROOT/ablation_$a/dev_curve.json" "$ROOT/ablation_$b/dev_curve.json" <<'PY'
 import json, sys
 f, g = (json.load(open(p)) for p in sys.argv[1:3])
 budget = max(p["train_hours"] for p in g["points"])
@@ -134,13 +148,14 @@ best = max(inside, key=lambda p: p["score"])
 print(best["checkpoint"], best["updates"], f"{best['train_hours']:.3f}", f"{budget:.3f}")
 PY
 )
-      set -- $pick
-      echo "equal time: F's $1 ($2 updates, $3 h) vs G's dev-chosen checkpoint (G trained $4 h)"
-      out=$ROOT/ablation_F/generate-test-$2.txt
-      [ -e "$out" ] || generate_test "$ROOT/ablation_F/$1" "$out"
-      python -m mist_fairseq.score --task quora "$out" --ref "$DATA/raw/test.tgt" --src "$DATA/raw/test.src" \
-        --compare "$ROOT/ablation_G/generate-test.txt" --no-meteor --json "$DOCS/F_vs_G_equal_time.json"
-      echo "F at $2 updates ($3 h) vs G dev-chosen, G trained $4 h" > "$DOCS/F_vs_G_equal_time.txt" ;;
+        set -- $pick
+        echo "equal time: $a's $1 ($2 updates, $3 h) vs $b's dev-chosen checkpoint ($b trained $4 h)"
+        out=$ROOT/ablation_$a/generate-test-$2.txt
+        [ -e "$out" ] || generate_test "$ROOT/ablation_$a/$1" "$out"
+        python -m mist_fairseq.score --task quora "$out" --ref "$DATA/raw/test.tgt" --src "$DATA/raw/test.src" \
+          --compare "$ROOT/ablation_$b/generate-test.txt" --no-meteor --json "$DOCS/${a}_vs_${b}_equal_time.json"
+        echo "$a at $2 updates ($3 h) vs $b dev-chosen, $b trained $4 h" > "$DOCS/${a}_vs_${b}_equal_time.txt"
+      done ;;
     collect) python "$here/collect_ablation.py" --docs "$DOCS" --out "$DOCS/ablation_table.md" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

@@ -144,6 +144,7 @@ def main(argv=None):
          # the configuration that won on dev at CPU budgets (docs/RESULTS.md, faithful-MIST ablation, C):
          # the authors' pseudo target and loss positions, this plugin's optimisation recipe
          "--glat-hamming", "first", "--length-loss-factor", "0.1", "--tie-output-embeddings",
+         "--target-keep-prob", "0", "--target-random-prob", "0",
          "--adam-betas", "(0.9, 0.999)", "--lr", str(args.lr),
          "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(max(1, args.max_update // 6)),
          "--batch-size", str(args.batch_size), "--max-update", str(args.max_update),

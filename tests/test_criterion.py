@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import tiny_cfg
-from mist_fairseq.criterions.mist import MistCriterion, glance
+from mist_fairseq.criterions.mist import MistCriterion, corrupt_target, glance
 from mist_fairseq.models.mist_nar import MistNARModel
 
 PAD, MASK = 0, 7
@@ -15,7 +15,7 @@ PAD, MASK = 0, 7
 def make_criterion(model_dict, **over):
     kw = dict(label_smoothing=0.1, length_loss_factor=0.1, mist_loss_factor=1.0, mix_mode="dynamic",
               glat_ratio=0.5, glat_ratio_end=None, glat_anneal_updates=0, glat_hamming="first",
-              pseudo_from="glanced", score_positions="all")
+              pseudo_from="glanced", score_positions="all", target_keep_prob=0.0, target_random_prob=0.0)
     kw.update(over)
     task = SimpleNamespace(cfg=SimpleNamespace(static_pseudo_targets=None), source_dictionary=model_dict,
                            target_dictionary=model_dict)
@@ -203,6 +203,7 @@ def test_defaults_are_the_authors_method():
     c = MistCriterionConfig()
     assert (c.pseudo_from, c.score_positions, c.glat_hamming, c.glat_ratio) == ("glanced", "all", "mixed", 0.5)
     assert (c.length_loss_factor, c.mist_loss_factor, c.mix_mode) == (1.0, 1.0, "dynamic")
+    assert (c.target_keep_prob, c.target_random_prob) == (0.1, 0.1)  # their loader's keep_prob/random_prob
     assert MistNARConfig().tie_output_embeddings is False
 
 
@@ -306,3 +307,68 @@ def test_glancing_hamming_comes_from_the_chosen_pass(tiny_model, small_dict, ham
         assert not torch.equal(mixed_pred, draft)
     # both graded passes read the same glanced target
     assert torch.equal(rec.calls[-1][0], rec.calls[-2][0])
+
+
+def test_corrupt_target_keeps_and_draws_at_the_given_rates():
+    torch.manual_seed(0)
+    gold = torch.randint(10, 30, (400, 20))
+    gold[:, 15:] = PAD
+    real = gold.ne(PAD)
+    y = corrupt_target(gold, 0.2, 0.3, PAD, MASK, vocab_size=40)
+    assert torch.equal(y.eq(PAD), ~real)  # padding stays, no drawn token is padding
+    masked = (y.eq(MASK) & real).float().sum() / real.sum()
+    shown = y.ne(MASK) & real
+    kept = (shown & y.eq(gold)).float().sum() / real.sum()
+    assert masked == pytest.approx(0.5, abs=0.02)
+    # kept gold (0.2) plus the random draws that happen to hit gold (0.3 / 39)
+    assert kept == pytest.approx(0.2 + 0.3 / 39, abs=0.02)
+    assert int(y[real].max()) >= 30  # drawn from the whole vocabulary, not from the targets' range
+    assert torch.equal(corrupt_target(gold, 0.0, 0.0, PAD, MASK, 40), gold.masked_fill(real, MASK))
+
+
+def test_glance_keeps_the_base_where_nothing_is_revealed():
+    torch.manual_seed(0)
+    gold = torch.randint(10, 30, (20, 9))
+    base = torch.randint(30, 40, (20, 9))  # never equal to gold
+    pred = torch.zeros_like(gold)  # everything wrong: reveal floor(0.5 * 9) = 4 per row
+    y = glance(gold, pred, 0.5, PAD, MASK, base)
+    assert (y.eq(gold).sum(1) == 4).all()
+    assert torch.equal(y[y.ne(gold)], base[y.ne(gold)])
+
+
+@pytest.mark.parametrize("keep,random", [(0.1, 0.1), (0.0, 0.0)])
+def test_draft_input_is_the_authors_corrupted_target_while_training(tiny_model, small_dict, keep, random):
+    """With --target-keep-prob/--target-random-prob the no-grad draft pass and both graded passes read
+    a corrupted Y_0 (kept gold, random tokens, [MASK]s), glanced on top; at validation, [MASK]s."""
+    src, tgt = toy_batch(small_dict, n=64)
+    model = tiny_model.train()
+    real = tgt.ne(PAD)
+    crit = make_criterion(small_dict, target_keep_prob=keep, target_random_prob=random)
+    rec = Recorder(model)
+    try:
+        torch.manual_seed(3)
+        _, extras = crit.mist_outputs(model, make_sample(src, tgt))
+        model.eval()
+        with torch.no_grad():
+            crit.mist_outputs(model, make_sample(src, tgt))
+    finally:
+        rec.undo()
+        model.train()
+    n = 3  # training: draft, graded first pass, graded mixed pass (Hamming "first"); then validation
+    y0, y_in = rec.calls[0][0], rec.calls[1][0]
+    shown = real & y0.ne(MASK)
+    assert extras["_pred_hidden"] == int((real & y0.eq(MASK)).sum())
+    if keep + random > 0:
+        assert 0.1 < shown.float().sum() / real.sum() < 0.35
+        assert (y0[shown] != tgt[shown]).any()  # random tokens among them
+        # glancing puts gold on top of Y_0: where Y_M is not gold it is Y_0's token
+        assert torch.equal(y_in[y_in.ne(tgt) & real], y0[y_in.ne(tgt) & real])
+        assert torch.equal(rec.calls[2][0], y_in)  # the mixed pass reads the same Y_M
+    else:
+        assert not shown.any()
+    assert rec.calls[n][0][real].eq(MASK).all()  # validation: all [MASK]
+
+
+def test_target_noise_probabilities_are_checked(small_dict):
+    with pytest.raises(ValueError, match="target-keep-prob"):
+        make_criterion(small_dict, target_keep_prob=0.7, target_random_prob=0.4)

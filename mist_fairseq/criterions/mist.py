@@ -2,10 +2,14 @@
 
 Defaults follow the authors' method (Jiang et al. 2022; kongds/MIST ``model_mist.py``):
 
-1. Glancing (no gradient): an all-[MASK] first pass gives a draft; with ``--glat-hamming mixed`` that
-   draft is mixed into the source and the *mixed* pass's prediction over an all-[MASK] target gives
-   the Hamming distance (``first``: the first pass's own, one no-grad pass fewer). One glanced Y_M
-   (floor(ratio * Hamming) gold tokens revealed, [MASK] elsewhere) feeds both graded passes.
+0. The draft input Y_0 is the authors' data loader's corrupted target (UniLM fine-tuning's): each real
+   position shows its gold token with ``--target-keep-prob``, a random token with
+   ``--target-random-prob``, [MASK] otherwise (training only; both 0 = all [MASK]; decoding always
+   starts from [MASK]s).
+1. Glancing (no gradient): a first pass over Y_0 gives a draft; with ``--glat-hamming mixed`` that
+   draft is mixed into the source and the *mixed* pass's prediction over Y_0 gives the Hamming
+   distance (``first``: the first pass's own, one no-grad pass fewer). One glanced Y_M (Y_0 with
+   floor(ratio * Hamming) gold tokens revealed at random real positions) feeds both graded passes.
 2. The graded first pass over ``[CLS] X [SEP] Y_M [SEP]`` gives L_NAT; with ``--pseudo-from glanced``
    its argmax over every real target position (no gradient through the argmax) is the pseudo target
    Y_p (``masked``: the argmax of the no-grad all-[MASK] pass, the earlier variant of this plugin).
@@ -94,6 +98,23 @@ class MistCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
             "every real position, revealed ones too; 'masked': only positions left as [MASK] by glancing"
         },
     )
+    target_keep_prob: float = field(
+        default=0.1,
+        metadata={
+            "help": "Y_M corruption before glancing, as the authors' data loader does it (kongds/MIST "
+            "data.py, train.py's --keep_prob default): each real target position shows its gold token with "
+            "this probability. Training only; decoding starts from [MASK]s. 0 (with --target-random-prob 0) "
+            "= an all-[MASK] Y_M"
+        },
+    )
+    target_random_prob: float = field(
+        default=0.1,
+        metadata={
+            "help": "Y_M corruption before glancing (the authors' --random_prob default): each real target "
+            "position shows a uniformly drawn vocabulary token (never padding) with this probability; "
+            "[MASK] with 1 - keep - random. Training only"
+        },
+    )
     nar_loss_factor: float = field(
         default=1.0,
         metadata={
@@ -126,17 +147,38 @@ class MistCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
     )
 
 
-def glance(gold: torch.Tensor, pred: torch.Tensor, ratio: float, pad: int, mask: int) -> torch.Tensor:
-    """GLAT's glancing input. gold, pred: (B, T) (pred is only read at non-pad positions of gold).
-    Reveals floor(ratio * Hamming(pred, gold)) gold tokens per row at random target positions;
-    every other real position becomes [MASK]. Returns (B, T)."""
+def reveal_positions(gold: torch.Tensor, pred: torch.Tensor, ratio: float, pad: int) -> torch.Tensor:
+    """GLAT's choice of what to reveal. gold, pred: (B, T) (pred is only read at non-pad positions of
+    gold). Returns (B, T) bool: floor(ratio * Hamming(pred, gold)) random real positions per row."""
     real = gold.ne(pad)
     hamming = (pred.ne(gold) & real).sum(1)
     n_reveal = torch.floor(hamming.to(torch.float) * ratio).long()  # (B,)
     scores = torch.rand(gold.shape, device=gold.device).masked_fill(~real, 2.0)
     rank = scores.argsort(1).argsort(1)  # rank of each position among the row's random scores
-    reveal = (rank < n_reveal.unsqueeze(1)) & real
-    return gold.masked_fill(real & ~reveal, mask)
+    return (rank < n_reveal.unsqueeze(1)) & real
+
+
+def glance(gold: torch.Tensor, pred: torch.Tensor, ratio: float, pad: int, mask: int,
+           base: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """GLAT's glancing input: gold at :func:`reveal_positions`, ``base`` (B, T) at every other real
+    position (default [MASK]), pad elsewhere. Returns (B, T)."""
+    real = gold.ne(pad)
+    reveal = reveal_positions(gold, pred, ratio, pad)
+    rest = gold.new_full(gold.shape, mask) if base is None else base
+    return torch.where(reveal, gold, rest).masked_fill(~real, pad)
+
+
+def corrupt_target(gold: torch.Tensor, keep: float, random: float, pad: int, mask: int,
+                   vocab_size: int) -> torch.Tensor:
+    """The authors' draft input Y_0 (their loader's UniLM-style corruption). gold: (B, T). Each real
+    position independently: gold with probability keep, a token drawn uniformly from the vocabulary
+    except padding with probability random, [MASK] otherwise; pad stays pad. Returns (B, T)."""
+    real = gold.ne(pad)
+    u = torch.rand(gold.shape, device=gold.device)
+    drawn = torch.randint(0, vocab_size - 1, gold.shape, device=gold.device)
+    drawn = drawn + drawn.ge(pad).long()  # skip the padding id: it would hide the position as a key
+    y = torch.where(u < keep, gold, torch.where(u < keep + random, drawn, torch.full_like(gold, mask)))
+    return y.masked_fill(~real, pad)
 
 
 def scatter_argmax(logits: torch.Tensor, where: torch.Tensor, pad: int) -> torch.Tensor:
@@ -153,7 +195,8 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
     def __init__(self, task, label_smoothing, length_loss_factor, mist_loss_factor, mix_mode,
                  glat_ratio, glat_ratio_end, glat_anneal_updates, glat_hamming,
                  pseudo_from="glanced", score_positions="all", nar_loss_factor=1.0,
-                 block_loss_factor=0.0, block_sizes="1", janus_kl_factor=0.0):
+                 block_loss_factor=0.0, block_sizes="1", janus_kl_factor=0.0,
+                 target_keep_prob=0.1, target_random_prob=0.1):
         super().__init__(task, label_smoothing)
         self.length_loss_factor = length_loss_factor
         self.mist_loss_factor = mist_loss_factor
@@ -167,6 +210,10 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         self.nar_loss_factor, self.block_loss_factor = nar_loss_factor, block_loss_factor
         self.block_sizes = parse_block_sizes(block_sizes)
         self.janus_kl_factor = janus_kl_factor
+        self.target_keep_prob, self.target_random_prob = target_keep_prob, target_random_prob
+        if not (0 <= target_keep_prob and 0 <= target_random_prob and target_keep_prob + target_random_prob <= 1):
+            raise ValueError(f"--target-keep-prob {target_keep_prob} and --target-random-prob {target_random_prob}: "
+                             "each must be >= 0 and together <= 1")
         if nar_loss_factor <= 0 and block_loss_factor <= 0:
             raise ValueError("--nar-loss-factor and --block-loss-factor are both 0: nothing to train")
         if janus_kl_factor > 0 and (nar_loss_factor <= 0 or block_loss_factor <= 0):
@@ -184,11 +231,21 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         frac = min(1.0, self.update_num / self.glat_anneal_updates)
         return self.glat_ratio + (self.glat_ratio_end - self.glat_ratio) * frac
 
-    def _predict(self, model, state, lengths, width, real):
-        """No-grad argmax over an all-[MASK] target of the gold lengths -> (B, T) (pad elsewhere)."""
+    def _predict(self, model, state, y0, real):
+        """No-grad argmax over the target input y0 (B, T) -> (B, T) (pad elsewhere)."""
         with torch.no_grad():
-            logits = model.decode_target(state.detach(), model.masked_target(lengths, width), real)
+            logits = model.decode_target(state.detach(), y0, real)
         return scatter_argmax(logits, real, model.pad)
+
+    def draft_input(self, model, gold):
+        """Y_0 (B, T): the authors' corrupted target while training with --target-keep-prob/
+        --target-random-prob > 0, else all [MASK] up to each gold length."""
+        real = gold.ne(model.pad)
+        if model.training and (self.target_keep_prob > 0 or self.target_random_prob > 0):
+            vocab = len(self.task.target_dictionary)
+            return corrupt_target(gold, self.target_keep_prob, self.target_random_prob, model.pad,
+                                  model.mask_idx, vocab)
+        return model.masked_target(real.sum(1), gold.size(1))
 
     def _token_loss(self, model, state, gold, y_in, scored, project=None):
         """Graded target pass. scored (B, T) bool: positions in the loss; project (B, T) bool, a
@@ -237,12 +294,12 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         extras; returns (projected positions (B, T) bool, the graded first pass's logits there (N, V))."""
         src, gold = sample["net_input"]["src_tokens"], sample["target"]
         real = gold.ne(model.pad)
-        lengths, width = real.sum(1), gold.size(1)
         ratio = self.current_glat_ratio() if model.training else 0.0
         mixing = self.mix_mode != "none"
         dynamic = self.mix_mode == "dynamic"
 
-        draft = self._predict(model, state, lengths, width, real)  # no-grad all-[MASK] first pass
+        y0 = self.draft_input(model, gold)
+        draft = self._predict(model, state, y0, real)  # no-grad first pass over Y_0
         static = self.task.static_pseudo_batch(sample) if self.mix_mode == "static" else None
         hamming_pred = draft
         if mixing and self.glat_hamming == "mixed" and ratio > 0:
@@ -250,8 +307,8 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             pseudo0 = draft if dynamic else static
             with torch.no_grad():
                 mixed0 = model.encode_source(model.mix_source(pseudo0, src))
-            hamming_pred = self._predict(model, mixed0, lengths, width, real)
-        y_in = glance(gold, hamming_pred, ratio, model.pad, model.mask_idx)
+            hamming_pred = self._predict(model, mixed0, y0, real)
+        y_in = glance(gold, hamming_pred, ratio, model.pad, model.mask_idx, y0)
         scored = real if self.score_positions == "all" else y_in.eq(model.mask_idx) & real
         glanced_pseudo = dynamic and self.pseudo_from == "glanced"
         project = real if glanced_pseudo or self.janus_kl_factor > 0 else scored
@@ -266,11 +323,16 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             mixed = model.encode_source(model.mix_source(pseudo, src))
             entry, _ = self._token_loss(model, mixed, gold, y_in, scored)
             outputs["mist"] = dict(entry, factor=self.mist_loss_factor)
+        hidden = y0.eq(model.mask_idx)  # all real positions unless Y_0 is corrupted
         extras.update({
-            # the first pass over an all-[MASK] target: what one-pass decoding would output
-            "_pred_correct": int(((draft == gold) & real).sum()),
+            # the first pass's accuracy where its input showed [MASK]: with an all-[MASK] Y_0, what one-pass
+            # decoding would output
+            "_pred_correct": int(((draft == gold) & hidden).sum()),
             "_pred_total": int(real.sum()),
-            "_revealed": int((real & y_in.ne(model.mask_idx)).sum()),
+            "_pred_hidden": int(hidden.sum()),
+            # gold tokens glancing revealed where Y_0 showed [MASK] (plus the kept/random ones Y_0 showed)
+            "_revealed": int((hidden & y_in.ne(model.mask_idx)).sum()),
+            "_shown": int((real & ~hidden).sum()),
         })
         if mixing:
             # static pseudo targets come at their own width: compare position by position up to gold's
@@ -314,9 +376,15 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         if total > 0:
             correct = sum(log.get("_pred_correct", 0) for log in logging_outputs)
             revealed = sum(log.get("_revealed", 0) for log in logging_outputs)
-            # accuracy of one pass over an all-[MASK] target (= one-pass decoding with gold lengths)
-            metrics.log_scalar("pred_acc", 100.0 * correct / total, total, round=2)
+            hidden = sum(log.get("_pred_hidden", log.get("_pred_total", 0)) for log in logging_outputs)
+            # accuracy of the first pass where its input showed [MASK] (all-[MASK] input: = one-pass
+            # decoding with gold lengths)
+            metrics.log_scalar("pred_acc", 100.0 * correct / max(hidden, 1), hidden, round=2)
             metrics.log_scalar("glanced", 100.0 * revealed / total, total, round=2)
+            shown = sum(log.get("_shown", 0) for log in logging_outputs)
+            if shown > 0:
+                # share of target positions the corrupted Y_0 showed as a token (kept gold or random)
+                metrics.log_scalar("y0_shown", 100.0 * shown / total, total, round=2)
             if any("_pseudo_correct" in log for log in logging_outputs):
                 pseudo = sum(log.get("_pseudo_correct", 0) for log in logging_outputs)
                 # accuracy of the Y_p actually mixed in (with --pseudo-from glanced it saw revealed gold)
