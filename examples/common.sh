@@ -56,7 +56,7 @@ train_generate_score() {
   fi
   # shellcheck disable=SC2086
   [ -e "$RUN/train.done" ] || fairseq-train "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --arch "$ARCH" \
-    --criterion mist --mix-mode "$MODE" --pretrained-encoder "$PRETRAINED" $EXTRA "${RECIPE_ARGS[@]}" \
+    --criterion mist --mix-mode "$MODE" --pretrained-encoder "$PRETRAINED" "${RECIPE_ARGS[@]}" $EXTRA \
     --clip-norm 1.0 --batch-size "$BATCH" --max-update "$UPDATES" \
     --save-dir "$RUN" --save-interval-updates "$INTERVAL" --no-epoch-checkpoints "${budget[@]}" \
     --log-format simple --log-interval "${LOG_INTERVAL:-50}" --num-workers 0 2>&1 | tee -a "$RUN/train.log"

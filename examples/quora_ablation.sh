@@ -13,6 +13,8 @@
 #   H  F_fast with the authors' corrupted draft input Y_0 (10% gold kept, 10% random tokens, the rest [MASK]:
 #      their loader's keep_prob/random_prob defaults; the criterion's defaults since): faithful MIST, complete
 #   I  no mixing with H's recipe, loss and Y_0
+#   J  C_fast (the plugin recipe) with the authors' corrupted Y_0: does the default recipe gain from it?
+#   C_fast2  C_fast again (same flags and seed), J's control, run beside it
 #   Rows A-G were run before --target-keep-prob/--target-random-prob existed: they are pinned to 0 (all [MASK]).
 #   C_fast, C_fast_s2  C on the CPU fast path (issue 13), seeds 1 and 2; C_s2  C in fp32 with seed 2: does the
 #      fast path change quality? (fast_quality: dev loss and dev BLEU-4 of C, C_s2, C_fast and C_fast_s2 at
@@ -96,6 +98,8 @@ for step in $STEPS; do
     G_fast) FAST_PATH=1 system G_fast none authors-cpu "$NOISE0" ;;
     H) FAST_PATH=1 system H dynamic authors-cpu "" ;;
     I) FAST_PATH=1 system I none authors-cpu "" ;;
+    C_fast2) FAST_PATH=1 system C_fast2 dynamic plugin "--pseudo-from glanced --score-positions all --glat-hamming first" ;;
+    J) FAST_PATH=1 system J dynamic plugin "--pseudo-from glanced --score-positions all --glat-hamming first --target-keep-prob 0.1 --target-random-prob 0.1" ;;
     E_time)
       # E's updates in D's wall time: D's training wall time over E's time per update
       d=$(train_wall "$ROOT/ablation_D") e=$(train_wall "$ROOT/ablation_E")
@@ -105,11 +109,11 @@ for step in $STEPS; do
     table)
       python -m mist_fairseq.score --task quora "$DATA/raw/test.src" --ref "$DATA/raw/test.tgt" \
         --src "$DATA/raw/test.src" --json "$DOCS/copy_source.json"
-      for s in A B C D E E_time F G F_fast G_fast H I; do
+      for s in A B C D E E_time F G C_fast2 F_fast G_fast H I J; do
         [ -e "$ROOT/ablation_$s/scores.json" ] && collect_run "$s"
       done
       # equal updates: each pair at the last checkpoint both saved, paired bootstrap
-      for pair in "D E" "F G" "F C" "D C" "C B" "B A" "C A" "F A" "H F_fast" "I G_fast" "H I" "F_fast G_fast"; do
+      for pair in "D E" "F G" "F C" "D C" "C B" "B A" "C A" "F A" "H F_fast" "I G_fast" "H I" "F_fast G_fast" "J C_fast2" "H C_fast2"; do
         set -- $pair
         compare_at_equal_updates quora "$ROOT/ablation_$1" "$ROOT/ablation_$2" "$DOCS/${1}_vs_${2}"
       done
@@ -120,18 +124,31 @@ for step in $STEPS; do
           --json "$DOCS/D_vs_E_time_equal_time.json"
       fi
       runs=() labels=()
-      for s in A B C D E F G F_fast G_fast H I; do
+      for s in A B C D E F G C_fast2 F_fast G_fast H I J; do
         [ -e "$ROOT/ablation_$s/dev_curve.json" ] && runs+=("$ROOT/ablation_$s") && labels+=("$s")
       done
       python -m mist_fairseq.dev_select "${runs[@]}" --data "$DATA" --task quora --labels "${labels[@]}" \
-        --plot "$DOCS/ablation_dev_curves.png" ;;
+        --plot "$DOCS/${DEV_PLOT:-ablation_dev_curves.png}" ;;  # DEV_PLOT: another name when earlier rows' folders are gone
     probe)
       ckpts=()
-      for s in ${PROBE_ROWS:-A B C D E F G F_fast G_fast H I}; do
+      for s in ${PROBE_ROWS:-A B C D E F G C_fast2 F_fast G_fast H I J}; do
         [ -e "$ROOT/ablation_$s/checkpoint_dev_best.pt" ] && ckpts+=("$ROOT/ablation_$s/checkpoint_dev_best.pt")
       done
+      # rows probed in earlier sessions keep their entries: this run's are merged into probe.json
+      part=$DOCS/probe.part.$$.json
       python -m mist_fairseq.probe "${ckpts[@]}" --data-bin "$DATA/bin" --data "$DATA" --shards "$PROBE_SHARDS" \
-        --json "$DOCS/probe.json" ;;
+        --json "$part"
+      python - "$DOCS/probe.json" "$part" <<'PY'
+import json, os, sys
+out, part = sys.argv[1:3]
+merged = json.load(open(out)) if os.path.exists(out) else {}
+merged.update(json.load(open(part)))
+with open(out + ".tmp", "w") as f:
+    json.dump(merged, f, indent=1)
+os.replace(out + ".tmp", out)
+os.remove(part)
+PY
+      ;;
     equal_time)
       # MIST vs no mixing at the no-mix row's training wall time: the MIST row's dev-best checkpoint among
       # those saved within it (its schedule was set for UPDATES, so early checkpoints are mid-schedule: a

@@ -98,8 +98,9 @@ def test_one_fast_step_stays_close_to_fp32(small_dict, mix_mode):
     rounding: a fast path that changed the math (a wrong gradient, a dropped term) fails here."""
     torch.manual_seed(0)
     model = MistNARModel(tiny_cfg(), small_dict).train()
-    crit = MistCriterion(SimpleNamespace(cfg=SimpleNamespace(static_pseudo_targets=None)), 0.1, 1.0, 1.0,
-                         mix_mode, 0.5, None, 0, "first")
+    # the criterion's defaults: the authors' corrupted draft input too (drawn alike: step() seeds)
+    task = SimpleNamespace(cfg=SimpleNamespace(static_pseudo_targets=None), target_dictionary=small_dict)
+    crit = MistCriterion(task, 0.1, 1.0, 1.0, mix_mode, 0.5, None, 0, "first")
     sample = toy(small_dict)
     loss32, grads32, log32 = step(model, crit, sample)
     assert model.set_cpu_fast_path(True)

@@ -87,7 +87,8 @@ class MistCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
         metadata={
             "help": "where MIST's pseudo target Y_p comes from: 'glanced' (the authors'): the argmax of "
             "the graded first pass over the glanced Y_M, at every real target position; 'masked': the "
-            "argmax of the no-grad pass over an all-[MASK] target (this plugin's earlier variant: at "
+            "argmax of the no-grad draft pass over Y_0 (all [MASK] with --target-keep-prob 0 "
+            "--target-random-prob 0; this plugin's earlier variant: at "
             "revealed positions the mixed pass then sees gold in Y_M that contradicts Y_p)"
         },
     )
