@@ -24,8 +24,9 @@
 # tested once at its dev-chosen checkpoint (dev BLEU-4); the equal-update comparisons use the checkpoints at
 # UPDATES. Steps are idempotent and resume from checkpoint_last.pt, so STEPS can be split over processes:
 #   STEPS="D C A" bash examples/quora_ablation.sh &  STEPS="E G F B" bash examples/quora_ablation.sh
-# then STEPS="table equal_time probe collect" (equal_time needs F and G; the optional E_time step needs D and E
-# finished: it reads their training wall times).
+# then STEPS="table equal_time probe collect" (equal_time compares the MIST:no-mix pairs EQUAL_TIME_PAIRS,
+# default "F:G H:I", skipping pairs not run; probe probes PROBE_ROWS and merges into DOCS/probe.json; DEV_PLOT
+# names the dev-curve plot; the optional E_time step needs D and E finished: it reads their training wall times).
 set -euo pipefail
 RAW=${RAW:-../shared/data/quora}
 ROOT=${ROOT:-$HOME/mist_runs}                 # run folders (outside the repo)
