@@ -148,23 +148,17 @@ class MistCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
     )
 
 
-def reveal_positions(gold: torch.Tensor, pred: torch.Tensor, ratio: float, pad: int) -> torch.Tensor:
-    """GLAT's choice of what to reveal. gold, pred: (B, T) (pred is only read at non-pad positions of
-    gold). Returns (B, T) bool: floor(ratio * Hamming(pred, gold)) random real positions per row."""
+def glance(gold: torch.Tensor, pred: torch.Tensor, ratio: float, pad: int, mask: int,
+           base: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """GLAT's glancing input. gold, pred: (B, T) (pred is only read at non-pad positions of gold).
+    Reveals floor(ratio * Hamming(pred, gold)) gold tokens per row at random real positions; every
+    other real position takes ``base`` (B, T) (default [MASK]), pad elsewhere. Returns (B, T)."""
     real = gold.ne(pad)
     hamming = (pred.ne(gold) & real).sum(1)
     n_reveal = torch.floor(hamming.to(torch.float) * ratio).long()  # (B,)
     scores = torch.rand(gold.shape, device=gold.device).masked_fill(~real, 2.0)
     rank = scores.argsort(1).argsort(1)  # rank of each position among the row's random scores
-    return (rank < n_reveal.unsqueeze(1)) & real
-
-
-def glance(gold: torch.Tensor, pred: torch.Tensor, ratio: float, pad: int, mask: int,
-           base: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """GLAT's glancing input: gold at :func:`reveal_positions`, ``base`` (B, T) at every other real
-    position (default [MASK]), pad elsewhere. Returns (B, T)."""
-    real = gold.ne(pad)
-    reveal = reveal_positions(gold, pred, ratio, pad)
+    reveal = (rank < n_reveal.unsqueeze(1)) & real
     rest = gold.new_full(gold.shape, mask) if base is None else base
     return torch.where(reveal, gold, rest).masked_fill(~real, pad)
 
@@ -377,7 +371,7 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         if total > 0:
             correct = sum(log.get("_pred_correct", 0) for log in logging_outputs)
             revealed = sum(log.get("_revealed", 0) for log in logging_outputs)
-            hidden = sum(log.get("_pred_hidden", log.get("_pred_total", 0)) for log in logging_outputs)
+            hidden = sum(log.get("_pred_hidden", 0) for log in logging_outputs)
             # accuracy of the first pass where its input showed [MASK] (all-[MASK] input: = one-pass
             # decoding with gold lengths)
             metrics.log_scalar("pred_acc", 100.0 * correct / max(hidden, 1), hidden, round=2)
