@@ -5,7 +5,8 @@
                                   data_name_or_path="data/quora/bin")
     m.generate(["How can I learn Python fast?"])                  # -> ["how can i learn python quickly?"]
     m.generate(sources, iterations=3, strategy="mask-predict", length_beam=3)
-    m.generate(sources, mode="ar", beam=4)                         # two-stream checkpoints (issue 15)
+    m.generate(sources, mode="ar", beam=4)                         # two-stream checkpoints
+    m.generate(sources, length_beam=5, rerank_path="runs/ar/checkpoint_best.pt")  # AR rescoring
 
 Built on Fairseq's hub machinery (``fairseq.hub_utils.from_pretrained`` loads the model and task,
 ``GeneratorHubInterface`` batches the inputs and handles the device); raw text goes in, WordPiece
@@ -71,14 +72,13 @@ class MistModel(hub_utils.GeneratorHubInterface):
     def generator(self, iterations: Optional[int] = None, strategy: Optional[str] = None,
                   length_beam: Optional[int] = None, min_length: Optional[int] = None,
                   dedup: Optional[bool] = None, mode: Optional[str] = None,
-                  block_size: Optional[int] = None, beam: Optional[int] = None):
+                  block_size: Optional[int] = None, beam: Optional[int] = None,
+                  rerank: Optional[str] = None, rerank_path: Optional[str] = None):
         """The decoding strategy: the task's own options (the checkpoint's ``--decode-mode``,
         ``--mist-decode-iters``, ``--decode-strategy``, ``--length-beam``, ``--min-target-length``,
-        ``--no-dedup``, ``--block-size``), as fairseq-generate uses them, unless given here; beam:
-        hypotheses kept in AR mode (default 1: greedy)."""
+        ``--no-dedup``, ``--block-size``, ``--rerank``, ``--rerank-path``), as fairseq-generate uses
+        them, unless given here; beam: hypotheses kept in AR mode (default 1: greedy)."""
         from types import SimpleNamespace
-
-        from mist_fairseq.generators.modes import build_generator
 
         tcfg = self.task.cfg
 
@@ -86,15 +86,17 @@ class MistModel(hub_utils.GeneratorHubInterface):
             return getattr(tcfg, name, default) if value is None else value
 
         cfg = SimpleNamespace(
+            decode_mode=pick(mode, "decode_mode", "nar"),
             mist_decode_iters=pick(iterations, "mist_decode_iters", 1),
             decode_strategy=pick(strategy, "decode_strategy", "mist"),
             length_beam=pick(length_beam, "length_beam", 1),
             min_target_length=pick(min_length, "min_target_length", 2),
             no_dedup=not dedup if dedup is not None else getattr(tcfg, "no_dedup", False),
             block_size=pick(block_size, "block_size", 4),
+            rerank=pick(rerank, "rerank", "none"),
+            rerank_path=pick(rerank_path, "rerank_path", None),
         )
-        return build_generator(pick(mode, "decode_mode", "nar"), self.tgt_dict, cfg,
-                               SimpleNamespace(beam=beam or 1))
+        return self.task.decoding_generator(SimpleNamespace(beam=beam or 1), cfg)
 
     def generate(self, sentences: List[str], iterations: Optional[int] = None, strategy: Optional[str] = None,
                  length_beam: Optional[int] = None, **kwargs) -> List[str]:
@@ -108,7 +110,11 @@ class MistModel(hub_utils.GeneratorHubInterface):
             raise TypeError("generate takes a list of strings; wrap a single input in a list")
         if not sentences:
             return []
-        gen = self.generator(iterations, strategy, length_beam, **kwargs)
+        opts = dict(getattr(self, "decode_defaults", {}), **kwargs)  # the service's options, then the call's
+        for name, value in (("iterations", iterations), ("strategy", strategy), ("length_beam", length_beam)):
+            if value is not None or name not in opts:
+                opts[name] = value
+        gen = self.generator(**opts)
         tokens = [self.encode(s) for s in sentences]
         check_source_lengths(tokens, self.max_source_tokens)
         out = [None] * len(sentences)

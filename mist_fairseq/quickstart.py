@@ -2,8 +2,13 @@
 paraphrase set (3,000 Quora pairs shipped in mist_fairseq/resources/quora_small), then generate on
 500 held-out pairs and print samples, scores and decoding speed.
 
-    python -m mist_fairseq.quickstart [--workdir DIR] [--max-update N]
+    python -m mist_fairseq.quickstart [--workdir DIR] [--budget-minutes 10] [--targets kd|raw]
 
+The whole job is budgeted by wall time: training gets what is left of ``--budget-minutes`` after the
+steps before it and a reserve for the steps after it (measured on the machine at hand), capped at
+``--max-update``. ``--targets kd`` (default) trains on the shipped distilled targets of the 3,000
+pairs (``train.kd.tgt``: the same-encoder AR teacher's greedy outputs, remade by
+``examples/quickstart_kd.sh``); the 500 test pairs are always scored against their real references.
 Every step is a real CLI call (prepare, fairseq-train, fairseq-generate), printed before it runs, so
 the same commands work on your own data. Training resumes from DIR/checkpoints/checkpoint_last.pt.
 """
@@ -40,22 +45,27 @@ PROGRESS = re.compile(r"\bloss=([\d.]+).*?\bnum_updates=(\d+)")
 RESUMED = re.compile(r"Loaded checkpoint .*\(epoch \d+ @ (\d+) updates\)")  # fairseq.trainer's words
 
 
-def progress_line(line, total, elapsed, start_update=0):
+def progress_line(line, total, elapsed, start_update=0, budget_s=None):
     """A fairseq train_inner log line -> 'update   40/400 | loss   7.12 | 0.45 updates/s | 12:30 left',
     or None for any other line. elapsed: seconds since this run started; start_update: where it
-    resumed from (the speed counts this run's updates only)."""
+    resumed from (the speed counts this run's updates only); budget_s: the training time budget
+    (the time left is then the smaller of the budget's and the update cap's, and the line says so)."""
     m = PROGRESS.search(line) if "num_updates=" in line else None
     if m is None:
         return None
     loss, done = float(m.group(1)), int(m.group(2))
     rate = (done - start_update) / max(elapsed, 1e-6)
     left = int((total - done) / rate) if rate > 0 else 0
-    return f"  update {done:>4}/{total} | loss {loss:6.2f} | {rate:.2f} updates/s | {left // 60}:{left % 60:02d} left"
+    shown = f"  update {done:>4}/{total} | loss {loss:6.2f} | {rate:.2f} updates/s | "
+    if budget_s is None:
+        return shown + f"{left // 60}:{left % 60:02d} left"
+    left = max(0, min(left, int(budget_s - elapsed)))
+    return shown + f"{left // 60}:{left % 60:02d} left of a {int(budget_s) // 60}:{int(budget_s) % 60:02d} budget"
 
 
-def run_with_progress(cmd, log_path, total):
+def run_with_progress(cmd, log_path, total, budget_s=None):
     """Runs fairseq-train, its whole output in log_path, one progress line on the terminal per
-    log interval (updates done/total, loss, updates/s, time left)."""
+    log interval (updates done/total, loss, updates/s, time left; of budget_s seconds if given)."""
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     t_start, start_update = time.time(), 0
     with open(log_path, "w") as log:
@@ -66,13 +76,33 @@ def run_with_progress(cmd, log_path, total):
             if resumed:
                 start_update, t_start = int(resumed.group(1)), time.time()
                 print(f"  resumed at update {start_update}", flush=True)
-            shown = progress_line(line, total, time.time() - t_start, start_update)
+            shown = progress_line(line, total, time.time() - t_start, start_update, budget_s)
             if shown:
                 print(shown, flush=True)
         proc.wait()
     if proc.returncode != 0:
         sys.exit(f"error: command failed, see {log_path}")
     return proc
+
+
+def train_command(args, data_bin, ckpt_dir, budget_s=None):
+    """The quickstart's fairseq-train command line; budget_s: training wall-time budget in seconds
+    (Fairseq's --stop-time-hours), None for none."""
+    return (["fairseq-train", data_bin, "--user-dir", HERE, "--task", "mist_nar", "--arch", "mist_minilm_l6",
+         "--criterion", "mist", "--mix-mode", args.mix_mode, "--pretrained-encoder", "minilm",
+         # the configuration that won on dev at CPU budgets (docs/RESULTS.md, faithful-MIST ablation, C):
+         # the authors' pseudo target and loss positions, this plugin's optimisation recipe
+         "--glat-hamming", "first", "--length-loss-factor", "0.1", "--tie-output-embeddings",
+         "--target-keep-prob", "0", "--target-random-prob", "0",
+         "--adam-betas", "(0.9, 0.999)", "--lr", str(args.lr),
+         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(args.warmup_updates),
+         "--batch-size", str(args.batch_size), "--max-update", str(args.max_update),
+         "--attention-dropout", "0", "--clip-norm", "1.0",
+         "--save-dir", ckpt_dir, "--no-epoch-checkpoints", "--save-interval-updates", "50",
+         "--keep-interval-updates", "1", "--log-format", "simple", "--log-interval", "10",
+         "--num-workers", "0", "--seed", "1", "--disable-validation"]
+            + (["--stop-time-hours", f"{budget_s / 3600:.5f}"] if budget_s else [])
+            + (["--cpu-fast-path", "--optimizer", "fused_adamw"] if args.fast_path else ["--optimizer", "adam"]))
 
 
 def untrained_hypotheses(data_bin, split="test", batch_size=32):
@@ -100,17 +130,27 @@ def untrained_hypotheses(data_bin, split="test", batch_size=32):
     return [hyps[i] for i in range(len(hyps))]
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "mist_quickstart"),
                    help="where data, checkpoints and outputs go (outside the repo)")
-    p.add_argument("--max-update", type=int, default=600, help="training updates")
+    p.add_argument("--budget-minutes", type=float, default=10.0,
+                   help="wall time of the whole job; training gets what the other steps leave (0 = no budget)")
+    p.add_argument("--max-update", type=int, default=600, help="training updates at most")
+    p.add_argument("--targets", choices=["kd", "raw"], default="kd",
+                   help="train targets: the shipped distilled ones (train.kd.tgt) or the original references")
+    p.add_argument("--mix-mode", choices=["dynamic", "none"], default="dynamic",
+                   help="'dynamic': MIST; 'none': plain NAT (cheaper updates)")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per update")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
+    p.add_argument("--warmup-updates", type=int, default=60, help="updates of linear learning-rate warm-up")
     p.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                    help="train in plain fp32 with Fairseq's adam (default: --cpu-fast-path --optimizer fused_adamw)")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def main(argv=None):
+    args = parse_args(argv)
     t0 = time.time()
     # the in-process step below goes through Fairseq's config machinery, which logs at INFO and warns
     # about Hydra deprecations; the CLI steps keep their own logs in the work folder
@@ -119,51 +159,53 @@ def main(argv=None):
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     from mist_fairseq.score import read_hypotheses, read_lines, score
 
+    train_tgt = os.path.join(DATA, "train.kd.tgt" if args.targets == "kd" else "train.tgt")
+    if not os.path.exists(train_tgt):
+        sys.exit(f"error: {train_tgt} is missing; remake it with examples/quickstart_kd.sh or pass --targets raw")
     os.makedirs(args.workdir, exist_ok=True)
-    prep = os.path.join(args.workdir, "data")
+    prep = os.path.join(args.workdir, f"data-{args.targets}")
     data_bin = os.path.join(prep, "bin")
-    ckpt_dir = os.path.join(args.workdir, "checkpoints")
+    ckpt_dir = os.path.join(args.workdir, f"checkpoints-{args.targets}-{args.mix_mode}")
     py = sys.executable
 
-    print("== 1. prepare: WordPiece with the MiniLM vocab, binarize (fairseq-preprocess)", flush=True)
+    print(f"== 1. prepare: WordPiece with the MiniLM vocab, binarize (fairseq-preprocess); train targets: "
+          f"{'distilled (train.kd.tgt)' if args.targets == 'kd' else 'the references'}", flush=True)
     if not os.path.exists(os.path.join(data_bin, "test.src-tgt.tgt.bin")):
+        files = {(s, side): os.path.join(DATA, f"{s}.{side}") for s in ("train", "valid", "test") for side in ("src", "tgt")}
+        files[("train", "tgt")] = train_tgt
         run([py, "-m", "mist_fairseq.prepare", "parallel", "--out", prep]
-            + [a for s in ("train", "valid", "test") for side in ("src", "tgt")
-               for a in (f"--{s}-{side}", os.path.join(DATA, f"{s}.{side}"))])
+            + [a for (s, side), path in files.items() for a in (f"--{s}-{side}", path)])
     refs = read_lines(os.path.join(prep, "raw", "test.tgt"))
     srcs = read_lines(os.path.join(prep, "raw", "test.src"))
 
     print("== 2. the untrained model (MiniLM encoder, fresh MLM/length heads)", flush=True)
+    t_untrained = time.time()
     untrained = untrained_hypotheses(data_bin)
+    untrained_s = time.time() - t_untrained
 
-    print(f"== 3. fine-tune with MIST for {args.max_update} updates (resumes from checkpoint_last.pt)", flush=True)
+    budget_s = None
+    if args.budget_minutes > 0:
+        # steps 4-5 load the model twice and decode 500 + 100 sentences: about twice step 2, plus start-up
+        reserve = 2 * untrained_s + 20
+        budget_s = max(30.0, 60 * args.budget_minutes - (time.time() - t0) - reserve)
+    mode = "MIST" if args.mix_mode == "dynamic" else "plain NAT (no mixing)"
+    limit = f"{budget_s / 60:.1f} minutes or {args.max_update} updates" if budget_s else f"{args.max_update} updates"
+    print(f"== 3. fine-tune with {mode} for {limit}, whichever comes first (resumes from checkpoint_last.pt)",
+          flush=True)
     t_train = time.time()
     train_log = os.path.join(args.workdir, "train.log")
-    run_with_progress(["fairseq-train", data_bin, "--user-dir", HERE, "--task", "mist_nar", "--arch", "mist_minilm_l6",
-         "--criterion", "mist", "--mix-mode", "dynamic", "--pretrained-encoder", "minilm",
-         # the configuration that won on dev at CPU budgets (docs/RESULTS.md, faithful-MIST ablation, C):
-         # the authors' pseudo target and loss positions, this plugin's optimisation recipe
-         "--glat-hamming", "first", "--length-loss-factor", "0.1", "--tie-output-embeddings",
-         "--target-keep-prob", "0", "--target-random-prob", "0",
-         "--adam-betas", "(0.9, 0.999)", "--lr", str(args.lr),
-         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(max(1, args.max_update // 6)),
-         "--batch-size", str(args.batch_size), "--max-update", str(args.max_update),
-         "--attention-dropout", "0", "--clip-norm", "1.0",
-         "--save-dir", ckpt_dir, "--no-epoch-checkpoints", "--save-interval-updates", "50",
-         "--keep-interval-updates", "1", "--log-format", "simple", "--log-interval", "10",
-         "--num-workers", "0", "--seed", "1", "--disable-validation"]
-        + (["--cpu-fast-path", "--optimizer", "fused_adamw"] if args.fast_path else ["--optimizer", "adam"]),
-        train_log, args.max_update)
+    run_with_progress(train_command(args, data_bin, ckpt_dir, budget_s), train_log, args.max_update, budget_s)
     train_s = time.time() - t_train
+    updates = max((int(u) for u in re.findall(r"num_updates=(\d+)", open(train_log).read())), default=0)
 
-    print("== 4. generate the 500 held-out pairs (fairseq-generate), batch 32 and batch 1", flush=True)
+    print("== 4. generate the 500 held-out pairs (fairseq-generate, batch 32; batch 1 on the first 100)", flush=True)
     ckpt = os.path.join(ckpt_dir, "checkpoint_last.pt")
     gen_path = os.path.join(args.workdir, "generate-test.txt")
     gen_cmd = ["fairseq-generate", data_bin, "--user-dir", HERE, "--task", "mist_nar", "--path", ckpt,
                "--gen-subset", "test", "--bpe", "bert", "--bpe-vocab-file", os.path.join(data_bin, "vocab.txt")]
     run(gen_cmd + ["--batch-size", "32"], log_path=gen_path)
     log1 = os.path.join(args.workdir, "generate-test-batch1.txt")
-    run(gen_cmd + ["--batch-size", "1"], log_path=log1)
+    run(gen_cmd + ["--batch-size", "1", "--num-shards", "5", "--shard-id", "0"], log_path=log1)
     speed = {}
     for name, path in (("batch 32", gen_path), ("batch 1", log1)):
         m = re.search(r"Translated ([\d,]+) sentences \([\d,]+ tokens\) in ([\d.]+)s", open(path).read())
@@ -173,23 +215,25 @@ def main(argv=None):
     hyps = read_hypotheses(gen_path)
 
     print("== 5. scores on the 500 held-out pairs (BLEU-4 of pycocoevalcap, BERT-normalized text)", flush=True)
+    name = f"{'MIST' if args.mix_mode == 'dynamic' else 'NAT'}{', KD' if args.targets == 'kd' else ''}, {updates} updates"
     rows = {
         "untrained model": score("quora", untrained, refs, srcs, meteor=False),
         "copy the source": score("quora", srcs, refs, srcs, meteor=False),
-        f"MIST, {args.max_update} updates": score("quora", hyps, refs, srcs, meteor=False),
+        name: score("quora", hyps, refs, srcs, meteor=False),
     }
     print("\nsamples:")
     for i in range(5):
         print(f"  source : {srcs[i]}\n  output : {hyps[i]}\n  gold   : {refs[i]}\n")
-    print(f"{'system':<24} {'BLEU-1':>7} {'BLEU-4':>7} {'self-BLEU':>9} {'iBLEU':>7} {'= source':>9}")
-    for name, r in rows.items():
+    print(f"{'system':<26} {'BLEU-1':>7} {'BLEU-4':>7} {'self-BLEU':>9} {'iBLEU':>7} {'= source':>9}")
+    for row, r in rows.items():
         same = round(r["identical-to-source %"] * r["n"] / 100)
-        print(f"{name:<24} {r['BLEU-1']:7.2f} {r['BLEU-4']:7.2f} {r['self-BLEU']:9.2f} {r['iBLEU']:7.2f} "
+        print(f"{row:<26} {r['BLEU-1']:7.2f} {r['BLEU-4']:7.2f} {r['self-BLEU']:9.2f} {r['iBLEU']:7.2f} "
               f"{same:5d}/{r['n']}")
     print("\ndecoding (fairseq-generate, single pass, 2 CPU threads): "
           + ", ".join(f"{k}: {v:.1f} ms/sentence" for k, v in speed.items()))
-    print(f"training: {train_s:.0f} s; whole quickstart: {time.time() - t0:.0f} s; outputs in {args.workdir}")
-    mist = rows[f"MIST, {args.max_update} updates"]
+    print(f"training: {train_s:.0f} s, {updates} updates; whole quickstart: {time.time() - t0:.0f} s; "
+          f"outputs in {args.workdir}")
+    mist = rows[name]
     n_equal = round(mist["identical-to-source %"] * mist["n"] / 100)
     print(f"{n_equal} of {mist['n']} outputs equal their source (copying flatters paraphrase BLEU)")
 

@@ -95,3 +95,27 @@ def trained(data, tmp_path_factory):
              "--save-dir", str(ck), "--no-epoch-checkpoints", "--disable-validation", "--num-workers", "0",
              "--seed", "1"])
     return ck
+
+
+@pytest.fixture(scope="session")
+def trained_two_stream(data, tmp_path_factory):
+    """A mist_tiny checkpoint folder trained 6 updates with the two-stream loss too (blocks of 1, 2
+    and 16): it decodes NAR, semi-NAR and AR and can rescore (--rerank ar)."""
+    ck = tmp_path_factory.mktemp("two_stream_ck")
+    run_cli(["fairseq-train", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar", "--arch", "mist_tiny",
+             "--criterion", "mist", "--block-loss-factor", "1", "--block-sizes", "1,2,16", "--optimizer", "adam",
+             "--lr", "5e-4", "--batch-size", "8", "--max-update", "6", "--save-dir", str(ck), "--no-epoch-checkpoints",
+             "--disable-validation", "--num-workers", "0", "--seed", "1"])
+    return ck
+
+
+@pytest.fixture(scope="session")
+def ar_teacher(data, tmp_path_factory):
+    """A mist_tiny AR-only checkpoint (two-stream loss at blocks of 1, no NAR passes), 3 updates."""
+    ck = tmp_path_factory.mktemp("ar_teacher")
+    run_cli(["fairseq-train", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar", "--arch", "mist_tiny",
+             "--criterion", "mist", "--mix-mode", "none", "--nar-loss-factor", "0", "--block-loss-factor", "1",
+             "--block-sizes", "1", "--optimizer", "adam", "--lr", "5e-4", "--batch-size", "8", "--max-update", "3",
+             "--save-dir", str(ck), "--no-epoch-checkpoints", "--disable-validation", "--num-workers", "0",
+             "--seed", "1"])
+    return ck / "checkpoint_last.pt"

@@ -91,6 +91,7 @@ def test_latency_with_trained_checkpoints_lets_every_system_predict_its_length(d
     rows = json.loads((tmp_path / "BENCHMARK_quick.json").read_text())["decoding"]
     assert "LevT (up to 10 iterations)" in rows and all(r["1"]["median_ms"] > 0 for r in rows.values())
     assert "same-encoder AR, beam 4" in rows and "same-encoder AR, blocks of 4" not in rows
+    assert "MIST length beam 5, AR-rescored (lengths predicted)" in rows
     report = (tmp_path / "BENCHMARK_quick.md").read_text()
     assert "predicts its own output length" in report and "trained" in report
     # a missing baseline is one clear line

@@ -115,3 +115,34 @@ def test_collect_modes_scores_outputs_and_bootstraps_against_nar_mist(tmp_path):
         "missing": str(tmp_path / "quora_joint" / "modes" / "ar1.txt")}
     assert rows["copy the source"]["self-BLEU"] > 99 and "vs_nar_mist" not in rows["MIST, NAR only: one pass"]
     assert "| joint: AR, beam 4 |" in out and "| 42.0 |" in out and "missing" in out
+
+
+def test_collect_kd_rows_bootstrap_and_latency(tmp_path):
+    """examples/collect_kd.py (issue 22): every row scored from its own output and compared with the
+    raw-data no-mixing student's single pass; batch-1 and batch-16 ms from the exact benchmark rows."""
+    srcs = ["how do i learn python", "what is the best phone", "why is the sky blue", "how to cook rice"]
+    refs = ["how can i learn python", "which phone is the best", "why is the sky blue ?", "how do i cook rice"]
+    data = tmp_path / "data" / "raw"
+    data.mkdir(parents=True)
+    (data / "test.src").write_text("\n".join(srcs) + "\n")
+    (data / "test.tgt").write_text("\n".join(refs) + "\n")
+
+    def gen(path, hyps):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"S-{i}\tx\nD-{i}\t-0.1\t{h}\n" for i, h in enumerate(hyps)))
+
+    gen(tmp_path / "quora_none" / "generate-test.txt", srcs)
+    gen(tmp_path / "quora_none_kd" / "modes" / "lb5ar.txt", refs)
+    gen(tmp_path / "quora_ar_same" / "generate-test.txt", refs[:2] + srcs[2:])
+    write(tmp_path / "bench.json", {"decoding": {"MIST length beam 5, AR-rescored (lengths predicted)": {
+        "1": {"median_ms": 30.0}, "16": {"median_ms": 7.5}}, "MIST single pass": {"1": {"median_ms": 20.0}}}})
+    out = run_cli([sys.executable, f"{REPO}/examples/collect_kd.py", "--root", str(tmp_path), "--data",
+                   str(tmp_path / "data"), "--bench", str(tmp_path / "bench.json"), "--out", str(tmp_path / "o"),
+                   "--bootstrap-samples", "50"]).stdout
+    rows = json.loads((tmp_path / "o" / "kd.json").read_text())
+    best = rows["no mixing, KD: length beam 5, AR-rescored"]
+    assert best["BLEU-4"] > 99 and best["vs_raw_nat"]["diff"] > 0
+    assert (best["batch1_ms"], best["batch16_ms"]) == (30.0, 7.5)
+    assert "vs_raw_nat" not in rows["no mixing, raw: length beam 1"]
+    assert rows["MIST, KD: length beam 3"] == {"missing": str(tmp_path / "quora_dynamic_kd" / "modes" / "lb3.txt")}
+    assert "| 30.0 | 7.5 |" in out and (tmp_path / "o" / "kd.png").stat().st_size > 1000

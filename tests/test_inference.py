@@ -36,11 +36,17 @@ def test_generate_matches_fairseq_generate(trained, data):
     assert model.sample(sources[0]) == got[0]
 
 
-def test_decoding_modes_reach_the_generator(trained, data):
+def test_decoding_modes_reach_the_generator(trained, trained_two_stream, data):
     """mode / block_size / beam choose the generator from the same table fairseq-generate uses; AR
-    output equals fairseq-generate's --decode-mode ar."""
+    output equals fairseq-generate's --decode-mode ar; a checkpoint trained without the two-stream
+    loss is refused semi-NAR and AR decoding."""
     from mist_fairseq.generators.block_generator import ARGenerator, SemiNARGenerator
 
+    nar_only = load(trained, data)
+    for mode in ("ar", "semi-nar"):
+        with pytest.raises(ValueError, match=f"--decode-mode {mode} needs a checkpoint trained with --block-loss-factor"):
+            nar_only.generator(mode=mode)
+    trained = trained_two_stream
     model = load(trained, data, batch_size=4)
     sources = (data / "raw" / "test.src").read_text().splitlines()[:6]
     assert isinstance(model.generator(mode="semi-nar", block_size=3), SemiNARGenerator)

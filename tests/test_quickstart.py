@@ -30,3 +30,37 @@ def test_run_with_progress_prints_while_training_and_keeps_the_log(tmp_path, cap
     assert log.read_text().count("num_updates=") == 2  # everything fairseq printed is in the log
     with pytest.raises(SystemExit, match="see"):
         run_with_progress([sys.executable, "-c", "raise SystemExit(3)"], str(log), total=1)
+
+
+def test_progress_line_with_a_time_budget():
+    # 40 updates in 100 s of a 300 s budget: 200 s left of the budget (the 600-update cap is further)
+    shown = progress_line(LINE.format(n=40), total=600, elapsed=100.0, budget_s=300.0)
+    assert shown.endswith("| 3:20 left of a 5:00 budget")
+    # the update cap comes first: 590 of 600 at 0.4 updates/s is 25 s away
+    assert progress_line(LINE.format(n=590), 600, 1475.0, budget_s=3000.0).endswith("0:25 left of a 50:00 budget")
+
+
+def test_training_is_budgeted_by_time_and_trains_the_chosen_targets():
+    from mist_fairseq.quickstart import DATA, parse_args, train_command
+
+    cmd = train_command(parse_args([]), "BIN", "CK", budget_s=360.0)
+    assert cmd[cmd.index("--stop-time-hours") + 1] == "0.10000"
+    assert cmd[cmd.index("--mix-mode") + 1] == "dynamic" and cmd[cmd.index("--max-update") + 1] == "600"
+    assert "--stop-time-hours" not in train_command(parse_args(["--budget-minutes", "0"]), "BIN", "CK", None)
+    assert cmd[cmd.index("--mix-mode") + 1] == "dynamic"
+    none = train_command(parse_args(["--mix-mode", "none"]), "BIN", "CK", 10.0)
+    assert none[none.index("--mix-mode") + 1] == "none"
+    # the shipped distilled targets: one non-empty line per train source, not the references
+    kd = open(f"{DATA}/train.kd.tgt", encoding="utf-8").read().splitlines()
+    src = open(f"{DATA}/train.src", encoding="utf-8").read().splitlines()
+    ref = open(f"{DATA}/train.tgt", encoding="utf-8").read().splitlines()
+    assert len(kd) == len(src) == 3000 and all(k.strip() for k in kd)
+    assert sum(k != r.lower() for k, r in zip(kd, ref)) > 1500
+
+
+def test_missing_distilled_targets_name_the_fix(tmp_path, monkeypatch):
+    from mist_fairseq import quickstart
+
+    monkeypatch.setattr(quickstart, "DATA", str(tmp_path))
+    with pytest.raises(SystemExit, match="examples/quickstart_kd.sh or pass --targets raw"):
+        quickstart.main(["--workdir", str(tmp_path / "w")])

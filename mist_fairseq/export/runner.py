@@ -125,7 +125,11 @@ class OnnxMistModel:
     def decode(self, tokens: torch.Tensor) -> str:
         return self.bpe.decode(self.dict.string(tokens))
 
-    def generator(self, iterations=None, strategy=None, length_beam=None, min_length=None, dedup=None, mode=None):
+    def generator(self, iterations=None, strategy=None, length_beam=None, min_length=None, dedup=None, mode=None,
+                  rerank=None, rerank_path=None):
+        if rerank not in (None, "none") or rerank_path:
+            raise ValueError("AR rescoring needs the model's two-stream pass, which is not exported; use "
+                             "mist_fairseq.MistModel (or the service's --backend torch) for rerank")
         if mode not in (None, "nar"):
             raise ValueError(f"mode={mode!r}: the exported graphs decode NAR only (the two-stream steps of "
                              "semi-nar/ar are not exported); use mist_fairseq.MistModel for those modes")
@@ -143,7 +147,11 @@ class OnnxMistModel:
         """Raw source strings -> detokenized outputs, in input order (see ``MistModel.generate``)."""
         if isinstance(sentences, str):
             raise TypeError("generate takes a list of strings; wrap a single input in a list")
-        gen = self.generator(iterations, strategy, length_beam, **kwargs)
+        opts = dict(getattr(self, "decode_defaults", {}), **kwargs)  # the service's options, then the call's
+        for name, value in (("iterations", iterations), ("strategy", strategy), ("length_beam", length_beam)):
+            if value is not None or name not in opts:
+                opts[name] = value
+        gen = self.generator(**opts)
         tokens = [self.encode(s) for s in sentences]
         check_source_lengths(tokens, self.max_source_tokens)
         order = sorted(range(len(tokens)), key=lambda i: tokens[i].numel())  # similar lengths batch together

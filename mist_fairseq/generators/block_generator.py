@@ -17,8 +17,9 @@ from mist_fairseq.generators.mist_generator import MistGenerator, last_real
 
 
 class SemiNARGenerator(MistGenerator):
-    def __init__(self, tgt_dict, block_size: int, length_beam: int = 1, min_length: int = 2, dedup: bool = True):
-        super().__init__(tgt_dict, length_beam=length_beam, min_length=min_length, dedup=dedup)
+    def __init__(self, tgt_dict, block_size: int, length_beam: int = 1, min_length: int = 2, dedup: bool = True,
+                 rescorer=None):
+        super().__init__(tgt_dict, length_beam=length_beam, min_length=min_length, dedup=dedup, rescorer=rescorer)
         if block_size < 1:
             raise ValueError(f"--block-size must be >= 1, got {block_size}")
         self.block_size = block_size
@@ -39,7 +40,7 @@ class SemiNARGenerator(MistGenerator):
             prev, scores[:, s:e] = self.choose(logits, real[:, s:e], last[:, s:e])
             tokens[:, s:e] = prev
             steps += 1
-        return self.finish(tokens, scores, real, sample["net_input"]["src_tokens"].size(0), steps)
+        return self.finish(tokens, scores, real, sample["net_input"]["src_tokens"].size(0), steps, model, state, src)
 
 
 class ARGenerator:

@@ -47,9 +47,11 @@ def to_hypos(tokens, scores, sentence_scores, steps: int, pad: int) -> List[dict
 
 class MistGenerator:
     def __init__(self, tgt_dict, decode_iters: int = 1, strategy: str = "mist", length_beam: int = 1,
-                 min_length: int = 2, dedup: bool = True, use_cache: bool = True):
+                 min_length: int = 2, dedup: bool = True, use_cache: bool = True, rescorer=None):
         """use_cache=False recomputes the source inside every target pass (one full
-        ``[CLS] X [SEP] Y`` forward), for the benchmark's with/without-cache comparison."""
+        ``[CLS] X [SEP] Y`` forward), for the benchmark's with/without-cache comparison.
+        rescorer: an :class:`~mist_fairseq.generators.rerank.ARRescorer` that picks among the
+        length-beam candidates (None: their own mean log-prob)."""
         if decode_iters < 1:
             raise ValueError(f"--mist-decode-iters must be >= 1, got {decode_iters}")
         if length_beam < 1:
@@ -59,6 +61,7 @@ class MistGenerator:
         self.decode_iters, self.strategy = decode_iters, strategy
         self.length_beam, self.min_length, self.dedup = length_beam, min_length, dedup
         self.use_cache = use_cache
+        self.rescorer = rescorer
         # never produced inside a target; [SEP] only in the final slot
         self.never_inside = torch.tensor([self.pad, self.bos, self.mask, self.eos])
 
@@ -113,16 +116,21 @@ class MistGenerator:
             src = src.index_select(0, order)
         return state, src, model.masked_target(lengths.reshape(-1))
 
-    def finish(self, tokens, scores, real, bsz: int, steps: int) -> List[List[dict]]:
+    def finish(self, tokens, scores, real, bsz: int, steps: int, model=None, state=None,
+               src=None) -> List[List[dict]]:
         """tokens, scores (B * k, T) of the k candidate lengths of each source -> Fairseq hypotheses:
-        the best mean log-prob per source, consecutive repeats removed unless --no-dedup."""
+        the best mean log-prob per source (the decoding's own, or the rescorer's over the candidates
+        as they are output: after dedup), consecutive repeats removed unless --no-dedup.
+        model, state, src (B * k, S): the decoding model and its source pass, for the rescorer."""
         k = tokens.size(0) // bsz
         mean = scores.sum(1) / real.sum(1).to(scores.dtype)
+        if self.dedup:
+            tokens, scores = dedup_consecutive(tokens, scores, self.pad)
+        if k > 1 and self.rescorer is not None:
+            mean = self.rescorer.score(model, state, src, tokens)
         if k > 1:  # best mean log-prob among each source's k lengths
             best = mean.view(bsz, k).argmax(1) + torch.arange(bsz, device=tokens.device) * k
             tokens, scores, mean = tokens[best], scores[best], mean[best]
-        if self.dedup:
-            tokens, scores = dedup_consecutive(tokens, scores, self.pad)
         return [[h] for h in to_hypos(tokens, scores, mean, steps, self.pad)]
 
     @torch.no_grad()
@@ -147,4 +155,4 @@ class MistGenerator:
                                                            src)
                 tokens = torch.where(remask, new_tokens, tokens)
                 scores = torch.where(remask, new_scores, scores)
-        return self.finish(tokens, scores, real, bsz, self.decode_iters)
+        return self.finish(tokens, scores, real, bsz, self.decode_iters, model, state, src)

@@ -16,6 +16,8 @@ Shapes: B batch, S source width (binarized, ends in [SEP]; no [CLS]), T target w
   chosen last join the cached main stream, the R [MASK]s of the next block are predicted
   (``cache`` None at the first step; ``cache.index_select(order)`` reorders it for beam search).
   Models without it (the ONNX runner) decode in NAR mode only.
+- ``score_targets(state, tgt (B, T)) -> (B, T)``: teacher-forced AR log-probs of given targets in one
+  parallel pass (AR rescoring, :mod:`mist_fairseq.generators.rerank`); models without it rescore nothing.
 - ``masked_target(lengths (B,)) -> (B, T)`` and ``mix_source(pseudo (B, T), src_tokens (B, S)) -> (B, W)``:
   token bookkeeping, implemented once here (:class:`TokenOps`).
 """

@@ -205,6 +205,15 @@ class MistNARModel(BaseFairseqModel, TokenOps):
             return self.decode_target(state, gold.masked_fill(gold.ne(self.pad), self.mask_idx), positions)
         return self._project(streams.block_states(self.encoder, state, gold, block, self.mask_idx, self.pad), positions)
 
+    def score_targets(self, state: SourceState, tgt: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced AR scores of whole targets in one parallel pass (the two-stream pattern with
+        blocks of 1). tgt: (B, T) right-padded, each row ending in [SEP]. Returns (B, T) log p(tgt_t |
+        source, tgt_<t) in fp32, 0 at padding."""
+        real = tgt.ne(self.pad)
+        logits = self.block_logits(state, tgt, 1, real).float()
+        lp = logits.log_softmax(-1).gather(1, tgt[real].unsqueeze(1)).squeeze(1)
+        return torch.zeros(tgt.shape, dtype=lp.dtype, device=tgt.device).masked_scatter(real, lp)
+
     def decode_step(self, state: SourceState, cache: Optional[streams.MainCache],
                     prev_tokens: torch.Tensor, block_tokens: torch.Tensor):
         """One semi-NAR/AR decoding step over cached source and main-stream keys/values.

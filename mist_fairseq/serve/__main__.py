@@ -24,6 +24,12 @@ def main(argv=None):
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
     p.add_argument("--max-inputs", type=int, default=64, help="inputs per request (more: 413)")
     p.add_argument("--max-input-chars", type=int, default=2000, help="characters per input (more: 413)")
+    p.add_argument("--length-beam", type=int, default=None,
+                   help="candidate lengths decoded per input (default: the checkpoint's / export's)")
+    p.add_argument("--rerank", choices=["none", "ar"], default=None,
+                   help="--backend torch: rank the length-beam candidates by the checkpoint's own AR stream")
+    p.add_argument("--rerank-path", default=None,
+                   help="--backend torch: rank the length-beam candidates by this separate AR checkpoint")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
     args = p.parse_args(argv)
@@ -43,7 +49,9 @@ def main(argv=None):
                         force=True)  # fairseq configured the root logger on import
     try:
         backend = load_backend(args.backend, args.model, args.precision, args.checkpoint_file, args.data,
-                               args.threads, batch_size=args.max_batch)
+                               args.threads, batch_size=args.max_batch,
+                               decode={"length_beam": args.length_beam, "rerank": args.rerank,
+                                       "rerank_path": args.rerank_path})
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
     name = f"{args.backend}-{args.precision}"

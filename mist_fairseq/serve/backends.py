@@ -6,14 +6,24 @@ from typing import Optional
 
 
 def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_file: str = "checkpoint_best.pt",
-                 data: Optional[str] = None, threads: Optional[int] = None, batch_size: int = 32):
+                 data: Optional[str] = None, threads: Optional[int] = None, batch_size: int = 32,
+                 decode: Optional[dict] = None):
     """backend 'onnx': model = an export folder (``python -m mist_fairseq.export``), precision fp32|int8.
     backend 'torch': model = a checkpoint folder, checkpoint_file inside it, data = its fairseq-preprocess
-    folder (dict.src.txt, vocab.txt)."""
+    folder (dict.src.txt, vocab.txt). decode: decoding options every request uses (``generate``'s
+    keywords, e.g. length_beam, rerank, rerank_path; AR rescoring needs the torch backend), checked here
+    once so a bad option fails at start-up."""
+    decode = {k: v for k, v in (decode or {}).items() if v is not None}
     if backend == "onnx":
         from mist_fairseq.export.runner import OnnxMistModel
 
-        return OnnxMistModel(model, precision=precision, threads=threads, batch_size=batch_size)
+        if decode.get("rerank", "none") != "none" or decode.get("rerank_path"):
+            raise ValueError("AR rescoring (--rerank/--rerank-path) runs on --backend torch; the exported graphs "
+                             "decode the single pass only")
+        m = OnnxMistModel(model, precision=precision, threads=threads, batch_size=batch_size)
+        m.decode_defaults = {k: v for k, v in decode.items() if k not in ("rerank", "rerank_path")}
+        m.generator(**m.decode_defaults)
+        return m
     if backend == "torch":
         if precision != "fp32":
             raise ValueError("--backend torch runs fp32; int8 is --backend onnx --precision int8")
@@ -21,7 +31,10 @@ def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_f
             raise ValueError("--backend torch needs --data: the fairseq-preprocess folder of the training data")
         from mist_fairseq.inference import MistModel
 
-        return MistModel.from_pretrained(os.path.abspath(model), checkpoint_file=checkpoint_file,
-                                         data_name_or_path=os.path.abspath(data), threads=threads,
-                                         batch_size=batch_size)
+        m = MistModel.from_pretrained(os.path.abspath(model), checkpoint_file=checkpoint_file,
+                                      data_name_or_path=os.path.abspath(data), threads=threads,
+                                      batch_size=batch_size)
+        m.decode_defaults = decode
+        m.generator(**decode)
+        return m
     raise ValueError(f"unknown backend {backend!r}: torch | onnx")

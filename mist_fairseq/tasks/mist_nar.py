@@ -1,5 +1,6 @@
 """``mist_nar`` task: translation-style data binarized with a BERT vocabulary, NAR generation."""
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -15,11 +16,13 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from mist_fairseq.data_utils import TruncateKeepEosDataset, read_pseudo_targets
 from mist_fairseq.dictionary import BertDictionary
 from mist_fairseq.generators.modes import DECODE_MODES, build_generator
+from mist_fairseq.generators.rerank import RERANK_CHOICES, build_rescorer
 
 logger = logging.getLogger(__name__)
 
 DECODE_STRATEGIES = ChoiceEnum(["mist", "mask-predict"])
 DECODE_MODE_CHOICES = ChoiceEnum(list(DECODE_MODES))
+RERANK = ChoiceEnum(RERANK_CHOICES)
 
 
 @dataclass
@@ -71,6 +74,22 @@ class MistNARTaskConfig(TranslationConfig):
     no_dedup: bool = field(
         default=False, metadata={"help": "keep consecutive duplicate tokens (removed by default, as in MIST's code)"}
     )
+    rerank: RERANK = field(
+        default="none",
+        metadata={
+            "help": "how the --length-beam candidates are ranked: 'none': their own mean log-prob; 'ar': "
+            "scored by this checkpoint's AR stream teacher-forced, all candidates in one parallel pass "
+            "(needs a checkpoint trained with --block-loss-factor > 0 --block-sizes including 1)"
+        },
+    )
+    rerank_path: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "rank the --length-beam candidates by a separate mist_nar checkpoint on the same "
+            "dictionary, trained with the two-stream loss at block size 1 (e.g. the same-encoder AR "
+            "model), teacher-forced in one parallel pass"
+        },
+    )
 
 
 @register_task("mist_nar", dataclass=MistNARTaskConfig)
@@ -83,6 +102,9 @@ class MistNARTask(TranslationTask):
             raise ValueError("source and target dictionaries differ; binarize both sides with the same BERT vocab.txt")
         self.pseudo_targets = None
         self.truncated = {}
+        # what the checkpoint was trained with (saved in its task_state): the two-stream block sizes
+        # of the criterion (empty: NAR only; None: unknown, a checkpoint saved before it was recorded)
+        self.two_stream_blocks = None
 
     @classmethod
     def load_dictionary(cls, filename):
@@ -166,7 +188,19 @@ class MistNARTask(TranslationTask):
     def build_generator(self, models, args, **unused):
         # args: fairseq-generate's generation options (--beam, --lenpen, --max-len-a/b) for AR mode
         # checkpoints saved before --decode-mode existed decode as they were trained: NAR
-        return build_generator(getattr(self.cfg, "decode_mode", "nar"), self.target_dictionary, self.cfg, args)
+        return self.decoding_generator(args)
+
+    def decoding_generator(self, gen, cfg=None):
+        """The generator of the decoding options ``cfg`` (default: this task's) and generation
+        options ``gen``, after checking the checkpoint was trained for the mode asked for."""
+        cfg = self.cfg if cfg is None else cfg
+        mode = getattr(cfg, "decode_mode", "nar")
+        if mode == "ar":
+            self.require_two_stream("--decode-mode ar", block=1)
+        elif mode == "semi-nar":
+            self.require_two_stream("--decode-mode semi-nar")
+        rescorer = build_rescorer(self, getattr(cfg, "rerank", "none"), getattr(cfg, "rerank_path", None))
+        return build_generator(mode, self.target_dictionary, cfg, gen, rescorer)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if hasattr(criterion, "set_update_num"):
@@ -175,3 +209,48 @@ class MistNARTask(TranslationTask):
 
     def max_positions(self):
         return (self.cfg.max_source_positions - 1, self.cfg.max_target_positions)
+
+    def build_criterion(self, cfg, from_checkpoint=False):
+        criterion = super().build_criterion(cfg, from_checkpoint)
+        if hasattr(criterion, "block_loss_factor"):
+            self.two_stream_blocks = list(criterion.block_sizes) if criterion.block_loss_factor > 0 else []
+        return criterion
+
+    def vocab_fingerprint(self) -> str:
+        """First 16 hex digits of the SHA-256 of the dictionary's tokens in id order: two vocabularies
+        of the same size with swapped entries differ."""
+        return hashlib.sha256("\n".join(self.src_dict.symbols).encode("utf-8")).hexdigest()[:16]
+
+    def state_dict(self):
+        # written into every checkpoint by Fairseq's trainer (task_state)
+        state = dict(super().state_dict())
+        state["vocab_fingerprint"] = self.vocab_fingerprint()
+        if self.two_stream_blocks is not None:
+            state["two_stream_blocks"] = list(self.two_stream_blocks)
+        return state
+
+    def load_state_dict(self, state_dict):
+        """Called by Fairseq when a checkpoint is loaded for inference: refuses a data folder whose
+        dictionary is not the one the checkpoint was trained on."""
+        state_dict = dict(state_dict)
+        saved = state_dict.pop("vocab_fingerprint", None)
+        if saved is not None and saved != self.vocab_fingerprint():
+            raise ValueError(
+                f"{self.cfg.data}: its dictionary (fingerprint {self.vocab_fingerprint()}) is not the one this "
+                f"checkpoint was trained on ({saved}); pass the data folder (and vocab.txt) it was trained with")
+        blocks = state_dict.pop("two_stream_blocks", None)
+        if blocks is not None and self.two_stream_blocks is None:
+            self.two_stream_blocks = list(blocks)
+        super().load_state_dict(state_dict)
+
+    def require_two_stream(self, what: str, block: int = None) -> None:
+        """ValueError unless the loaded checkpoint was trained with the two-stream loss (at block size
+        ``block`` when given). A checkpoint that records nothing (saved before this was recorded)
+        passes."""
+        blocks = self.two_stream_blocks
+        if blocks is None or (blocks and (block is None or block in blocks)):
+            return
+        trained = f"block sizes {','.join(map(str, blocks))}" if blocks else "no two-stream loss"
+        need = f" --block-sizes including {block}" if block is not None else ""
+        raise ValueError(f"{what} needs a checkpoint trained with --block-loss-factor > 0{need}; this one was "
+                         f"trained with {trained}: retrain with the two-stream loss or decode with --decode-mode nar")

@@ -1,0 +1,132 @@
+"""Issue 22's Quora table: the AR teacher, NAR students on raw and distilled targets, each decoded with
+length beam 1 / 3 / 5, self-scored or rescored by the teacher; paired bootstrap against the raw-data
+no-mixing student's single pass, copy-the-source and iBLEU beside every row, batch-1 and batch-16 ms
+from the benchmark, and the quality-vs-latency chart (BLEU-4 and iBLEU).
+
+    python examples/collect_kd.py --root ~/kd --data ~/kd/data/quora [--bench BENCH.json] --out docs/quora_kd
+
+Reads ROOT/quora_{ar_same,none,none_kd,dynamic_kd}/{generate-test.txt,dev_curve.json,modes/*.txt}
+(examples/quora_kd.sh); a missing output is listed as missing. Test outputs were decoded once each.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from mist_fairseq import score as scorer
+
+STUDENTS = [("no mixing, raw", "none"), ("no mixing, KD", "none_kd"), ("MIST, KD", "dynamic_kd")]
+DECODINGS = [  # (label suffix, output file, benchmark row)
+    ("length beam 1", "generate-test.txt", "MIST single pass"),
+    ("length beam 3", "modes/lb3.txt", "MIST length beam 3 (lengths predicted)"),
+    ("length beam 5", "modes/lb5.txt", "MIST length beam 5 (lengths predicted)"),
+    ("length beam 3, AR-rescored", "modes/lb3ar.txt", "MIST length beam 3, AR-rescored (lengths predicted)"),
+    ("length beam 5, AR-rescored", "modes/lb5ar.txt", "MIST length beam 5, AR-rescored (lengths predicted)"),
+]
+
+
+def load(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def rows_to_read():
+    yield "same-encoder AR teacher: greedy", "ar_same", "generate-test.txt", "same-encoder AR, greedy"
+    for name, run in STUDENTS:
+        for suffix, path, bench in DECODINGS:
+            yield f"{name}: {suffix}", run, path, bench
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, help="the run folders of examples/quora_kd.sh")
+    p.add_argument("--data", required=True, help="the prepared Quora folder (raw/test.src, raw/test.tgt)")
+    p.add_argument("--bench", help="benchmarks/latency.py JSON with the rescoring rows")
+    p.add_argument("--out", required=True, help="folder for kd_table.md, kd.json, kd.png")
+    p.add_argument("--bootstrap-samples", type=int, default=1000)
+    args = p.parse_args(argv)
+    refs = scorer.read_lines(os.path.join(args.data, "raw", "test.tgt"))
+    srcs = scorer.read_lines(os.path.join(args.data, "raw", "test.src"))
+    bench = (load(args.bench) or {}).get("decoding", {}) if args.bench else {}
+    base_path = os.path.join(args.root, "quora_none", "generate-test.txt")
+    if not os.path.exists(base_path):
+        sys.exit(f"error: {base_path} missing: the raw-data no-mixing student is the reference of every comparison")
+    base = scorer.read_hypotheses(base_path)
+    out = {"copy the source": scorer.score("quora", srcs, refs, srcs, meteor=False)}
+    for label, run, name, bench_row in rows_to_read():
+        path = os.path.join(args.root, f"quora_{run}", name)
+        if not os.path.exists(path):
+            out[label] = {"missing": path}
+            continue
+        hyps = scorer.read_hypotheses(path)
+        row = scorer.score("quora", hyps, refs, srcs, meteor=False)
+        curve = load(os.path.join(args.root, f"quora_{run}", "dev_curve.json")) or {}
+        row["chosen_updates"] = curve.get("best", {}).get("updates")
+        row["last_updates"] = max((q["updates"] for q in curve.get("points", [])), default=None)
+        if path != base_path:
+            row["vs_raw_nat"] = scorer.compare("quora", hyps, base, refs, samples=args.bootstrap_samples)
+        for bs in ("1", "16"):
+            row[f"batch{bs}_ms"] = bench.get(bench_row, {}).get(bs, {}).get("median_ms")
+        row["bench_row"] = bench_row
+        out[label] = row
+    os.makedirs(args.out, exist_ok=True)
+    scorer.write_json(os.path.join(args.out, "kd.json"), out)
+    table = format_table(out)
+    with open(os.path.join(args.out, "kd_table.md"), "w") as f:
+        f.write(table)
+    print(table)
+    plot(out, os.path.join(args.out, "kd.png"))
+
+
+def format_table(out):
+    lines = ["| system (Quora test, 4,000) | updates (chosen / trained) | BLEU-4 | vs no mixing, raw, beam 1 "
+             "[95% CI] | self-BLEU | iBLEU | batch-1 ms | batch-16 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, row in out.items():
+        if "missing" in row:
+            lines.append(f"| {label} | missing | | | | | | |")
+            continue
+        cmp = row.get("vs_raw_nat")
+        diff = f"{cmp['diff']:+.2f} [{cmp['ci95'][0]:+.2f}, {cmp['ci95'][1]:+.2f}]" if cmp else "-"
+        upd = f"{row['chosen_updates']} / {row['last_updates']}" if row.get("chosen_updates") else "-"
+        ms = [f"{row[k]:.1f}" if row.get(k) else "-" for k in ("batch1_ms", "batch16_ms")]
+        lines.append(f"| {label} | {upd} | {row['BLEU-4']:.2f} | {diff} | {row['self-BLEU']:.2f} | "
+                     f"{row['iBLEU']:.2f} | {ms[0]} | {ms[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(out, path):
+    pts = [(label, row["batch1_ms"], row["BLEU-4"], row["iBLEU"]) for label, row in out.items()
+           if row.get("batch1_ms")]
+    if not pts:
+        return
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    copy = out["copy the source"]
+    for ax, key, i in ((axes[0], "BLEU-4", 2), (axes[1], "iBLEU", 3)):
+        for pt in pts:
+            color = "#c44" if pt[0].startswith("same-encoder") else "#2a7" if "KD" in pt[0] else "#36c"
+            ax.scatter(pt[1], pt[i], color=color)
+            ax.annotate(pt[0], (pt[1], pt[i]), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        ax.axhline(copy[key], color="#999", linestyle="--", linewidth=1)
+        ax.annotate("copy the source", (pts[0][1], copy[key]), fontsize=7, color="#777")
+        ax.set_xscale("log")
+        ax.set_xlabel("ms per sentence, batch 1 (median, log scale)")
+        ax.set_ylabel(f"test {key}")
+    fig.suptitle("Quora: distilled students, AR rescoring and the AR teacher, quality vs latency")
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=110)
+    os.replace(path + ".tmp.png", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Issue 22 on Quora: the same-encoder AR teacher, its distilled train set, NAR students on raw and on
+# distilled targets at equal wall-time budgets, and each student's length-beam candidates self-scored
+# or rescored by the teacher. Every step is idempotent (a finished one is skipped, training resumes).
+# Run from the repository root. The teacher and the raw-data no-mixing student are quora_table.sh's
+# ar_same and none rows in the same ROOT.
+#   STEPS: teacher none_raw distill none_kd dynamic_kd rescore table
+set -euo pipefail
+ROOT=${ROOT:-$HOME/kd}
+DATA=${DATA:-$ROOT/data/quora}
+KD=${KD:-$ROOT/data/quora_kd}
+BUDGET_HOURS=${BUDGET_HOURS:-1}
+INTERVAL=${INTERVAL:-500}
+THREADS=${THREADS:-1}
+SHARDS=${SHARDS:-1}                          # distill: processes sharing the chunks (THREADS each)
+DOCS=${DOCS:-docs/quora_kd}
+STEPS=${STEPS:-"teacher none_raw distill none_kd dynamic_kd rescore table"}
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+here=$(dirname "$0")
+source "$here/common.sh"  # decode_modes
+TEACHER=$ROOT/quora_ar_same/checkpoint_dev_best.pt
+student() {  # NAME MIX_MODE DATA
+  [ -e "$ROOT/quora_$1/scores.json" ] && return 0
+  MODE=$2 RUN=$ROOT/quora_$1 DATA=$3 BUDGET_HOURS=$BUDGET_HOURS WARMUP=100 INTERVAL=$INTERVAL BATCH=32 \
+    bash "$here/quora.sh"
+}
+for step in $STEPS; do
+  case $step in
+    teacher) ROOT=$ROOT DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS INTERVAL=$INTERVAL STEPS="prep ar_same" \
+               bash "$here/quora_table.sh" ;;
+    none_raw) ROOT=$ROOT DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS INTERVAL=$INTERVAL STEPS=none bash "$here/quora_table.sh" ;;
+    distill)
+      # greedy, outputs capped at 1.5 x source + 10 tokens (a looping teacher output stops there)
+      [ -e "$KD/manifest.json" ] || {
+        for i in $(seq 0 $((SHARDS - 1))); do
+          python -m mist_fairseq.distill "$TEACHER" --data "$DATA" --out "$KD" --decode-mode ar --beam 1 \
+            --max-len-a 1.5 --max-len-b 10 --batch-size 64 --threads "$THREADS" --shard "$i/$SHARDS" &
+        done
+        wait
+        # a shard that finished first left the assembly to the last; if two finished together, assemble now
+        [ -e "$KD/manifest.json" ] || python -m mist_fairseq.distill "$TEACHER" --data "$DATA" --out "$KD" \
+          --decode-mode ar --beam 1 --max-len-a 1.5 --max-len-b 10 --batch-size 64 --threads "$THREADS"
+      } ;;
+    none_kd) student none_kd none "$KD" ;;
+    dynamic_kd) student dynamic_kd dynamic "$KD" ;;
+    rescore)
+      # each student's dev-chosen checkpoint on test: length beam 1 (its scores.json), 3 and 5, self-scored
+      # or rescored by the teacher in one teacher-forced pass
+      for run in none dynamic_kd none_kd; do
+        [ -e "$ROOT/quora_$run/checkpoint_dev_best.pt" ] || continue
+        decode_modes quora "$ROOT/quora_$run" "lb3:--length-beam 3" "lb5:--length-beam 5" \
+          "lb3ar:--length-beam 3 --rerank-path $TEACHER" "lb5ar:--length-beam 5 --rerank-path $TEACHER"
+      done ;;
+    table) python "$here/collect_kd.py" --root "$ROOT" --data "$DATA" ${BENCH:+--bench "$BENCH"} --out "$DOCS" ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
