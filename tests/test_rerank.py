@@ -161,3 +161,12 @@ def test_a_data_folder_with_another_vocabulary_is_refused(trained, data, tmp_pat
     bad = generate_cli(swapped, trained / "checkpoint_last.pt", check=False)
     assert bad.returncode != 0 and "is not the one this checkpoint was trained on" in bad.stderr
     assert generate_cli(data, trained / "checkpoint_last.pt").returncode == 0
+
+
+def test_the_service_takes_rerank_on_the_torch_backend_only(tmp_path):
+    from mist_fairseq.serve.backends import load_backend
+
+    with pytest.raises(ValueError, match="runs on --backend torch"):
+        load_backend("onnx", str(tmp_path), decode={"rerank": "ar"})
+    with pytest.raises(ValueError, match="runs on --backend torch"):
+        load_backend("onnx", str(tmp_path), decode={"rerank_path": "x.pt", "length_beam": 3})
