@@ -10,9 +10,10 @@ Reads ROOT/quora_{ar_same,none,none_kd,dynamic_kd}/{generate-test.txt,dev_curve.
 """
 
 import argparse
-import json
 import os
 import sys
+
+from collect_rows import load, scored_row, test_split
 
 from mist_fairseq import score as scorer
 
@@ -24,13 +25,6 @@ DECODINGS = [  # (label suffix, output file, benchmark row)
     ("length beam 3, AR-rescored", "modes/lb3ar.txt", "MIST length beam 3, AR-rescored (lengths predicted)"),
     ("length beam 5, AR-rescored", "modes/lb5ar.txt", "MIST length beam 5, AR-rescored (lengths predicted)"),
 ]
-
-
-def load(path):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def rows_to_read():
@@ -48,8 +42,7 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="folder for kd_table.md, kd.json, kd.png")
     p.add_argument("--bootstrap-samples", type=int, default=1000)
     args = p.parse_args(argv)
-    refs = scorer.read_lines(os.path.join(args.data, "raw", "test.tgt"))
-    srcs = scorer.read_lines(os.path.join(args.data, "raw", "test.src"))
+    refs, srcs = test_split(args.data)
     bench = (load(args.bench) or {}).get("decoding", {}) if args.bench else {}
     base_path = os.path.join(args.root, "quora_none", "generate-test.txt")
     if not os.path.exists(base_path):
@@ -61,11 +54,7 @@ def main(argv=None):
         if not os.path.exists(path):
             out[label] = {"missing": path}
             continue
-        hyps = scorer.read_hypotheses(path)
-        row = scorer.score("quora", hyps, refs, srcs, meteor=False)
-        curve = load(os.path.join(args.root, f"quora_{run}", "dev_curve.json")) or {}
-        row["chosen_updates"] = curve.get("best", {}).get("updates")
-        row["last_updates"] = max((q["updates"] for q in curve.get("points", [])), default=None)
+        hyps, row = scored_row(path, os.path.join(args.root, f"quora_{run}"), refs, srcs)
         if path != base_path:
             row["vs_raw_nat"] = scorer.compare("quora", hyps, base, refs, samples=args.bootstrap_samples)
         for bs in ("1", "16"):

@@ -10,9 +10,10 @@ examples/quora_table.sh STEPS="dynamic joint ar_same modes"); a missing output i
 """
 
 import argparse
-import json
 import os
 import sys
+
+from collect_rows import load, scored_row, test_split
 
 from mist_fairseq import score as scorer
 
@@ -29,13 +30,6 @@ ROWS = [
 ]
 
 
-def load(path):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="run folders quora_{dynamic,joint,ar_same}")
@@ -44,8 +38,7 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="folder for modes_table.md, modes.json, modes.png")
     p.add_argument("--bootstrap-samples", type=int, default=1000)
     args = p.parse_args(argv)
-    refs = scorer.read_lines(os.path.join(args.data, "raw", "test.tgt"))
-    srcs = scorer.read_lines(os.path.join(args.data, "raw", "test.src"))
+    refs, srcs = test_split(args.data)
     bench = (load(args.bench) or {}).get("decoding", {}) if args.bench else {}
     base_path = os.path.join(args.root, "quora_dynamic", "generate-test.txt")
     if not os.path.exists(base_path):
@@ -57,12 +50,7 @@ def main(argv=None):
         if not os.path.exists(path):
             out[label] = {"missing": path}
             continue
-        hyps = scorer.read_hypotheses(path)
-        row = scorer.score("quora", hyps, refs, srcs, meteor=False)
-        curve = load(os.path.join(args.root, f"quora_{run}", "dev_curve.json")) or {}
-        points = curve.get("points", [])
-        row["chosen_updates"] = curve.get("best", {}).get("updates")
-        row["last_updates"] = max((q["updates"] for q in points), default=None)
+        hyps, row = scored_row(path, os.path.join(args.root, f"quora_{run}"), refs, srcs)
         if run != "dynamic":
             row["vs_nar_mist"] = scorer.compare("quora", hyps, base, refs, samples=args.bootstrap_samples)
         ms = bench.get(bench_row, {}).get("1", {}).get("median_ms")

@@ -9,8 +9,9 @@ listed as such, never invented.
 """
 
 import argparse
-import json
 import os
+
+from collect_rows import load
 
 MIST_ROWS = [("none", "encoder init, no mixing"), ("dynamic", "MIST (dynamic mixing)"), ("static", "static mixing")]
 BASELINES = [("ar", "AR transformer (beam 4)"), ("nat", "Fairseq NAT"), ("cmlm", "Fairseq CMLM (10 it.)"),
@@ -18,13 +19,6 @@ BASELINES = [("ar", "AR transformer (beam 4)"), ("nat", "Fairseq NAT"), ("cmlm",
 BENCH_ROW = {"dynamic": "MIST single pass", "none": "MIST single pass", "static": "MIST single pass",
              "ar": "AR transformer, beam 4", "nat": "NAT (single pass)", "cmlm": "CMLM, 10 iterations",
              "levt": "LevT (up to 10 iterations)"}  # the trained-run names
-
-
-def load(path):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def run_facts(run):

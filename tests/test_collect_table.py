@@ -84,20 +84,30 @@ def test_fast_path_quality_reads_logs_and_compares_seed_gaps(tmp_path):
     assert (tmp_path / "d" / "fast_path_quality.png").stat().st_size > 1000
 
 
+SRCS = ["how do i learn python", "what is the best phone", "why is the sky blue", "how to cook rice"]
+REFS = ["how can i learn python", "which phone is the best", "why is the sky blue ?", "how do i cook rice"]
+
+
+def toy_test_split(tmp_path):
+    """tmp_path/data/raw/test.{src,tgt}: four Quora-like pairs; returns (sources, references)."""
+    data = tmp_path / "data" / "raw"
+    data.mkdir(parents=True)
+    (data / "test.src").write_text("\n".join(SRCS) + "\n")
+    (data / "test.tgt").write_text("\n".join(REFS) + "\n")
+    return SRCS, REFS
+
+
+def gen(path, hyps):
+    """A fairseq-generate output file holding hyps as its D- lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"S-{i}\tx\nD-{i}\t-0.1\t{h}\n" for i, h in enumerate(hyps)))
+
+
 def test_collect_modes_scores_outputs_and_bootstraps_against_nar_mist(tmp_path):
     """examples/collect_modes.py (issue 15): each row scored from its own output, compared with the
     NAR-only MIST output by paired bootstrap, batch-1 latency from the exact benchmark row; a missing
     output is listed as missing."""
-    srcs = ["how do i learn python", "what is the best phone", "why is the sky blue", "how to cook rice"]
-    refs = ["how can i learn python", "which phone is the best", "why is the sky blue ?", "how do i cook rice"]
-    data = tmp_path / "data" / "raw"
-    data.mkdir(parents=True)
-    (data / "test.src").write_text("\n".join(srcs) + "\n")
-    (data / "test.tgt").write_text("\n".join(refs) + "\n")
-
-    def gen(path, hyps):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"S-{i}\tx\nD-{i}\t-0.1\t{h}\n" for i, h in enumerate(hyps)))
+    srcs, refs = toy_test_split(tmp_path)
 
     gen(tmp_path / "quora_dynamic" / "generate-test.txt", srcs)
     gen(tmp_path / "quora_joint" / "generate-test.txt", refs)  # the joint model's NAR output = the references
@@ -120,16 +130,7 @@ def test_collect_modes_scores_outputs_and_bootstraps_against_nar_mist(tmp_path):
 def test_collect_kd_rows_bootstrap_and_latency(tmp_path):
     """examples/collect_kd.py (issue 22): every row scored from its own output and compared with the
     raw-data no-mixing student's single pass; batch-1 and batch-16 ms from the exact benchmark rows."""
-    srcs = ["how do i learn python", "what is the best phone", "why is the sky blue", "how to cook rice"]
-    refs = ["how can i learn python", "which phone is the best", "why is the sky blue ?", "how do i cook rice"]
-    data = tmp_path / "data" / "raw"
-    data.mkdir(parents=True)
-    (data / "test.src").write_text("\n".join(srcs) + "\n")
-    (data / "test.tgt").write_text("\n".join(refs) + "\n")
-
-    def gen(path, hyps):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"S-{i}\tx\nD-{i}\t-0.1\t{h}\n" for i, h in enumerate(hyps)))
+    srcs, refs = toy_test_split(tmp_path)
 
     gen(tmp_path / "quora_none" / "generate-test.txt", srcs)
     gen(tmp_path / "quora_none_kd" / "modes" / "lb5ar.txt", refs)
