@@ -181,6 +181,8 @@ def assemble(args, work: str, splits: List[str], teacher_info: Dict, decode_s: f
         manifest["splits"][split]["written_pairs"] = len(wp)
     present = [s for s in ("train", "valid", "test") if os.path.exists(os.path.join(build, "tok", f"{s}.src"))]
     binarize(os.path.join(build, "tok"), os.path.join(build, "bin"), present, vocab, args.workers)
+    decoded = sum(len(read_chunks(work, s, manifest["splits"][s]["pairs"], args.chunk_size)) for s in splits)
+    manifest["sentences_per_second"] = round(decoded / max(decode_s, 1e-9), 2)
     manifest["wall_seconds"] = round(time.time() - args.t0, 1)
     with open(os.path.join(build, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)

@@ -51,6 +51,7 @@ def test_distilled_targets_are_the_teachers_outputs(teacher, data, tmp_path):
     assert saved == manifest and saved["splits"]["train"]["pairs"] == 64
     assert {"distilled BLEU-4", "distilled self-BLEU"} <= set(saved["splits"]["train"])
     assert saved["teacher"]["options"]["decode_mode"] == "ar" and saved["wall_seconds"] > 0
+    assert saved["sentences_per_second"] > 0
     assert not os.path.exists(str(out) + ".work")
 
 
