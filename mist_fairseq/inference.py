@@ -23,6 +23,8 @@ from typing import List, Optional
 import torch
 from fairseq import hub_utils, utils
 
+from mist_fairseq.generators.modes import call_options
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -110,11 +112,8 @@ class MistModel(hub_utils.GeneratorHubInterface):
             raise TypeError("generate takes a list of strings; wrap a single input in a list")
         if not sentences:
             return []
-        opts = dict(getattr(self, "decode_defaults", {}), **kwargs)  # the service's options, then the call's
-        for name, value in (("iterations", iterations), ("strategy", strategy), ("length_beam", length_beam)):
-            if value is not None or name not in opts:
-                opts[name] = value
-        gen = self.generator(**opts)
+        gen = self.generator(**call_options(getattr(self, "decode_defaults", {}), iterations=iterations,
+                                            strategy=strategy, length_beam=length_beam, **kwargs))
         tokens = [self.encode(s) for s in sentences]
         check_source_lengths(tokens, self.max_source_tokens)
         out = [None] * len(sentences)

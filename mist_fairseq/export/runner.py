@@ -21,6 +21,7 @@ from fairseq.data.encoders.hf_bert_bpe import BertBPE
 from mist_fairseq.dictionary import BertDictionary
 from mist_fairseq.export.onnx_export import CONFIG, FORMAT, FORMAT_VERSION
 from mist_fairseq.generators.mist_generator import MistGenerator
+from mist_fairseq.generators.modes import call_options
 from mist_fairseq.inference import check_source_lengths
 from mist_fairseq.models.contract import TokenOps
 
@@ -83,6 +84,13 @@ def read_config(path: str) -> dict:
     return config
 
 
+def refuse_rerank(rerank=None, rerank_path=None) -> None:
+    """ValueError if AR rescoring is asked of the exported graphs (they hold the single pass only)."""
+    if rerank not in (None, "none") or rerank_path:
+        raise ValueError("AR rescoring (--rerank/--rerank-path) needs the model's two-stream pass, which is not "
+                         "exported; use mist_fairseq.MistModel (the service's --backend torch) for it")
+
+
 class OnnxMistModel:
     """An export folder on onnxruntime. precision: 'fp32' or 'int8' (exported with --int8);
     threads: onnxruntime intra-op threads (default: its own choice); batch_size: sentences per pass;
@@ -127,9 +135,7 @@ class OnnxMistModel:
 
     def generator(self, iterations=None, strategy=None, length_beam=None, min_length=None, dedup=None, mode=None,
                   rerank=None, rerank_path=None):
-        if rerank not in (None, "none") or rerank_path:
-            raise ValueError("AR rescoring needs the model's two-stream pass, which is not exported; use "
-                             "mist_fairseq.MistModel (or the service's --backend torch) for rerank")
+        refuse_rerank(rerank, rerank_path)
         if mode not in (None, "nar"):
             raise ValueError(f"mode={mode!r}: the exported graphs decode NAR only (the two-stream steps of "
                              "semi-nar/ar are not exported); use mist_fairseq.MistModel for those modes")
@@ -147,11 +153,8 @@ class OnnxMistModel:
         """Raw source strings -> detokenized outputs, in input order (see ``MistModel.generate``)."""
         if isinstance(sentences, str):
             raise TypeError("generate takes a list of strings; wrap a single input in a list")
-        opts = dict(getattr(self, "decode_defaults", {}), **kwargs)  # the service's options, then the call's
-        for name, value in (("iterations", iterations), ("strategy", strategy), ("length_beam", length_beam)):
-            if value is not None or name not in opts:
-                opts[name] = value
-        gen = self.generator(**opts)
+        gen = self.generator(**call_options(getattr(self, "decode_defaults", {}), iterations=iterations,
+                                            strategy=strategy, length_beam=length_beam, **kwargs))
         tokens = [self.encode(s) for s in sentences]
         check_source_lengths(tokens, self.max_source_tokens)
         order = sorted(range(len(tokens)), key=lambda i: tokens[i].numel())  # similar lengths batch together

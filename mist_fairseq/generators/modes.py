@@ -42,3 +42,9 @@ def build_generator(mode: str, tgt_dict, cfg, gen, rescorer=None):
     if mode not in DECODE_MODES:
         raise ValueError(f"--decode-mode {mode}: choose one of {', '.join(DECODE_MODES)}")
     return DECODE_MODES[mode](tgt_dict, cfg, gen, rescorer)
+
+
+def call_options(defaults: dict, **given) -> dict:
+    """A generate call's decoding options: ``defaults`` (e.g. the service's) overridden by every
+    option the call gives (None = not given)."""
+    return dict(defaults, **{k: v for k, v in given.items() if v is not None})

@@ -67,8 +67,7 @@ def load_scorer(path: str, task):
     if not hasattr(model, "score_targets") or not hasattr(scorer_task, "require_two_stream"):
         raise ValueError(f"--rerank-path {path}: not a mist_nar checkpoint; AR rescoring needs one trained with "
                          "--block-loss-factor > 0 --block-sizes 1 on the same dictionary")
-    if len(scorer_task.target_dictionary) != len(task.target_dictionary) or \
-            scorer_task.target_dictionary.symbols != task.target_dictionary.symbols:
+    if scorer_task.target_dictionary.symbols != task.target_dictionary.symbols:
         raise ValueError(f"--rerank-path {path}: its dictionary differs from the decoding model's")
     scorer_task.require_two_stream(f"--rerank-path {path}", block=1)
     return model

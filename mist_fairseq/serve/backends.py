@@ -15,14 +15,12 @@ def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_f
     once so a bad option fails at start-up."""
     decode = {k: v for k, v in (decode or {}).items() if v is not None}
     if backend == "onnx":
-        from mist_fairseq.export.runner import OnnxMistModel
+        from mist_fairseq.export.runner import OnnxMistModel, refuse_rerank
 
-        if decode.get("rerank", "none") != "none" or decode.get("rerank_path"):
-            raise ValueError("AR rescoring (--rerank/--rerank-path) runs on --backend torch; the exported graphs "
-                             "decode the single pass only")
+        refuse_rerank(decode.get("rerank"), decode.get("rerank_path"))  # before the graphs are loaded
         m = OnnxMistModel(model, precision=precision, threads=threads, batch_size=batch_size)
-        m.decode_defaults = {k: v for k, v in decode.items() if k not in ("rerank", "rerank_path")}
-        m.generator(**m.decode_defaults)
+        m.decode_defaults = decode
+        m.generator(**decode)
         return m
     if backend == "torch":
         if precision != "fp32":
