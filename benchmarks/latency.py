@@ -32,6 +32,7 @@ checkpoints every system decodes as it would in fairseq-generate, predicting its
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -112,6 +113,8 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(REPO, "docs"), help="where BENCHMARK.md/.json/.png go")
     p.add_argument("--name", default="BENCHMARK", help="file name (no extension) of the report in --out")
     p.add_argument("--quick", action="store_true", help="tiny models, few sentences: checks that it runs")
+    p.add_argument("--only", metavar="REGEX", help="time only the systems whose name matches (Python regex); the "
+                   "first system, the reference of the speedup column, is always kept")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     # untrained systems guess lengths at random: pin them unless every system is trained
@@ -128,6 +131,8 @@ def main(argv=None):
         if args.data.startswith(tmp):
             args.data = "the shipped quora_small (prepared into a temp folder)"
         mtask, systems = make_systems(args, tmp)
+        if args.only:
+            systems = systems[:1] + [s for s in systems[1:] if re.search(args.only, s.name)]
         mtask.load_dataset("test")
         rows, n = time_decoding(mtask, systems, args)
     report = write_report(rows, n, args, time.time() - t0)

@@ -15,6 +15,7 @@ THREADS=${THREADS:-1}
 SHARDS=${SHARDS:-1}                          # distill: processes sharing the chunks (THREADS each)
 DOCS=${DOCS:-docs/quora_kd}
 STEPS=${STEPS:-"teacher none_raw distill none_kd dynamic_kd rescore table"}
+RESCORE_RUNS=${RESCORE_RUNS:-"none dynamic_kd none_kd"}  # rescore: the student runs (quora_NAME), e.g. one per process
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 here=$(dirname "$0")
 source "$here/common.sh"  # decode_modes
@@ -46,7 +47,7 @@ for step in $STEPS; do
     rescore)
       # each student's dev-chosen checkpoint on test: length beam 1 (its scores.json), 3 and 5, self-scored
       # or rescored by the teacher in one teacher-forced pass
-      for run in none dynamic_kd none_kd; do
+      for run in $RESCORE_RUNS; do
         [ -e "$ROOT/quora_$run/checkpoint_dev_best.pt" ] || continue
         decode_modes quora "$ROOT/quora_$run" "lb3:--length-beam 3" "lb5:--length-beam 5" \
           "lb3ar:--length-beam 3 --rerank-path $TEACHER" "lb5ar:--length-beam 5 --rerank-path $TEACHER"

@@ -4,15 +4,16 @@
     m = MistModel.from_pretrained("runs/quora", checkpoint_file="checkpoint_best.pt",
                                   data_name_or_path="data/quora/bin")
     m.generate(["How can I learn Python fast?"])                  # -> ["how can i learn python quickly?"]
-    m.generate(sources, iterations=3, strategy="mask-predict", length_beam=3)
-    m.generate(sources, mode="ar", beam=4)                         # two-stream checkpoints
+    m.generate(sources, mist_decode_iters=3, decode_strategy="mask-predict", length_beam=3)
+    m.generate(sources, decode_mode="ar", beam=4)                  # two-stream checkpoints
     m.generate(sources, length_beam=5, rerank_path="runs/ar/checkpoint_best.pt")  # AR rescoring
 
 Built on Fairseq's hub machinery (``fairseq.hub_utils.from_pretrained`` loads the model and task,
 ``GeneratorHubInterface`` batches the inputs and handles the device); raw text goes in, WordPiece
 tokenization and detokenization are Fairseq's ``--bpe bert`` with the data folder's ``vocab.txt``.
-Decoding goes through the same table of modes (:mod:`mist_fairseq.generators.modes`) that
-``fairseq-generate`` uses. ``generate`` keeps no state between calls and runs under
+Decoding takes the same options (:class:`~mist_fairseq.generators.options.DecodeOptions`, the
+checkpoint's own by default, keyword overrides per call) and the same table of modes
+(:mod:`mist_fairseq.generators.modes`) as ``fairseq-generate``. ``generate`` keeps no state between calls and runs under
 ``torch.inference_mode``: concurrent calls from several threads are safe (a test checks they give
 the serial results).
 """
@@ -23,16 +24,11 @@ from typing import List, Optional
 import torch
 from fairseq import hub_utils, utils
 
-from mist_fairseq.generators.modes import call_options
+from mist_fairseq.text import check_source_lengths, literal_special_tokens
+
+from mist_fairseq.generators.options import DecodeOptions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def check_source_lengths(tokens: List[torch.Tensor], limit: int) -> None:
-    """ValueError naming the first binarized source longer than limit tokens ([SEP] included)."""
-    for i, t in enumerate(tokens):
-        if t.numel() > limit:
-            raise ValueError(f"input {i}: {t.numel()} WordPiece tokens ([SEP] included); this model takes at most {limit}")
 
 
 class MistModel(hub_utils.GeneratorHubInterface):
@@ -66,54 +62,44 @@ class MistModel(hub_utils.GeneratorHubInterface):
         cfg.dataset.batch_size, cfg.dataset.max_tokens = batch_size, None
         return cls(cfg, loaded["task"], loaded["models"])
 
+    def encode(self, sentence: str) -> torch.Tensor:
+        """Fairseq's hub encode (tokenize, WordPiece, binarize) of user text: control-token strings
+        such as ``[MASK]`` are kept as text."""
+        return super().encode(literal_special_tokens(sentence))
+
     @property
     def max_source_tokens(self) -> int:
         """The longest binarized source the model takes ([SEP] included; [CLS] is added inside)."""
         return self.task.cfg.max_source_positions - 1
 
-    def generator(self, iterations: Optional[int] = None, strategy: Optional[str] = None,
-                  length_beam: Optional[int] = None, min_length: Optional[int] = None,
-                  dedup: Optional[bool] = None, mode: Optional[str] = None,
-                  block_size: Optional[int] = None, beam: Optional[int] = None,
-                  rerank: Optional[str] = None, rerank_path: Optional[str] = None):
-        """The decoding strategy: the task's own options (the checkpoint's ``--decode-mode``,
-        ``--mist-decode-iters``, ``--decode-strategy``, ``--length-beam``, ``--min-target-length``,
-        ``--no-dedup``, ``--block-size``, ``--rerank``, ``--rerank-path``), as fairseq-generate uses
-        them, unless given here; beam: hypotheses kept in AR mode (default 1: greedy)."""
-        from types import SimpleNamespace
+    @property
+    def decode_options(self) -> DecodeOptions:
+        """The options every call starts from: the checkpoint's task options (``--decode-mode``,
+        ``--length-beam``, ...) and its generation options (``--beam``, ...), unless set here (the
+        service sets its start-up flags this way)."""
+        if "_decode_options" not in self.__dict__:
+            self._decode_options = DecodeOptions.from_task(self.task.cfg, self.cfg.generation)
+        return self._decode_options
 
-        tcfg = self.task.cfg
+    @decode_options.setter
+    def decode_options(self, options: DecodeOptions) -> None:
+        self._decode_options = options
 
-        def pick(value, name, default):
-            return getattr(tcfg, name, default) if value is None else value
+    def generator(self, **options):
+        """The generator of :attr:`decode_options` with ``options`` (DecodeOptions names) overridden."""
+        return self.task.decoding_generator(self.decode_options.replace(**options))
 
-        cfg = SimpleNamespace(
-            decode_mode=pick(mode, "decode_mode", "nar"),
-            mist_decode_iters=pick(iterations, "mist_decode_iters", 1),
-            decode_strategy=pick(strategy, "decode_strategy", "mist"),
-            length_beam=pick(length_beam, "length_beam", 1),
-            min_target_length=pick(min_length, "min_target_length", 2),
-            no_dedup=not dedup if dedup is not None else getattr(tcfg, "no_dedup", False),
-            block_size=pick(block_size, "block_size", 4),
-            rerank=pick(rerank, "rerank", "none"),
-            rerank_path=pick(rerank_path, "rerank_path", None),
-        )
-        return self.task.decoding_generator(SimpleNamespace(beam=beam or 1), cfg)
-
-    def generate(self, sentences: List[str], iterations: Optional[int] = None, strategy: Optional[str] = None,
-                 length_beam: Optional[int] = None, **kwargs) -> List[str]:
-        """Raw source strings -> detokenized outputs, in input order. iterations: decoding passes
-        (1 = the single parallel pass); strategy: 'mist' (feed the output back as pseudo target) or
-        'mask-predict'; length_beam: candidate lengths decoded per input; mode: 'nar', 'semi-nar'
-        (block_size positions per pass) or 'ar' (beam hypotheses, default greedy) -- the last two for
-        checkpoints trained with the two-stream loss. Unset: the checkpoint's own decoding options
-        (by default one NAR pass, one length)."""
+    def generate(self, sentences: List[str], **options) -> List[str]:
+        """Raw source strings -> detokenized outputs, in input order. options: any
+        :class:`DecodeOptions` field, e.g. ``length_beam=5``, ``mist_decode_iters=3,
+        decode_strategy="mask-predict"``, ``decode_mode="semi-nar", block_size=4`` or
+        ``decode_mode="ar", beam=4`` (the last two for checkpoints trained with the two-stream loss),
+        ``rerank_path=CKPT``. Unset: the checkpoint's own options (by default one NAR pass)."""
         if isinstance(sentences, str):
             raise TypeError("generate takes a list of strings; wrap a single input in a list")
+        gen = self.generator(**options)
         if not sentences:
             return []
-        gen = self.generator(**call_options(getattr(self, "decode_defaults", {}), iterations=iterations,
-                                            strategy=strategy, length_beam=length_beam, **kwargs))
         tokens = [self.encode(s) for s in sentences]
         check_source_lengths(tokens, self.max_source_tokens)
         out = [None] * len(sentences)
@@ -124,10 +110,10 @@ class MistModel(hub_utils.GeneratorHubInterface):
                     out[i] = self.decode(hypos[0]["tokens"])
         return out
 
-    def sample(self, sentences, beam: Optional[int] = None, verbose: bool = False, **kwargs):
-        """Fairseq's hub name for generation (``beam`` is the length beam here)."""
+    def sample(self, sentences, beam: Optional[int] = None, verbose: bool = False, **options):
+        """Fairseq's hub name for generation; ``beam`` is the AR beam width, as in ``generate``."""
         single = isinstance(sentences, str)
-        out = self.generate([sentences] if single else sentences, length_beam=beam, **kwargs)
+        out = self.generate([sentences] if single else sentences, beam=beam, **options)
         return out[0] if single else out
 
     translate = sample

@@ -31,6 +31,13 @@ def test_latency_quick(tmp_path):
     assert "| MIST single pass |" in (tmp_path / "BENCHMARK_quick.md").read_text()
 
 
+def test_latency_only_times_the_chosen_systems(tmp_path):
+    run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--pretrained", "", "--out", str(tmp_path),
+             "--only", "^MIST (single pass|AR, greedy)$"])
+    rows = json.loads((tmp_path / "BENCHMARK_quick.json").read_text())["decoding"]
+    assert set(rows) == {"AR transformer, beam 4", "MIST single pass", "MIST AR, greedy"}  # the reference kept
+
+
 def test_train_step_quick(tmp_path):
     """fp32 and fast-path rows, MIST and no-mix, each with a speed-up/cost ratio and its own peak memory."""
     run_cli([sys.executable, f"{REPO}/benchmarks/train_step.py", "--quick", "--out", str(tmp_path)])

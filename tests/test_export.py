@@ -47,7 +47,8 @@ def test_fp32_export_gives_the_pytorch_outputs(exported, trained, data):
                                    atol=1e-4, rtol=1e-4)
     assert onnx.generate(sources) == ref.generate(sources)
     # every decoding mode goes through the same generator over the contract
-    for kw in ({"length_beam": 3}, {"iterations": 3, "strategy": "mist"}, {"iterations": 3, "strategy": "mask-predict"}):
+    for kw in ({"length_beam": 3}, {"mist_decode_iters": 3, "decode_strategy": "mist"},
+               {"mist_decode_iters": 3, "decode_strategy": "mask-predict"}):
         assert onnx.generate(sources, **kw) == ref.generate(sources, **kw), kw
 
 
@@ -95,8 +96,8 @@ def test_clear_errors(exported, trained, data, tmp_path):
     with pytest.raises(TypeError, match="list of strings"):
         onnx.generate("one string")
     with pytest.raises(ValueError, match="NAR only"):
-        onnx.generate(["fine"], mode="ar")
-    assert onnx.generate(["fine"], mode="nar") == onnx.generate(["fine"])
+        onnx.generate(["fine"], decode_mode="ar")
+    assert onnx.generate(["fine"], decode_mode="nar") == onnx.generate(["fine"])
     res = python_cli("mist_fairseq.export", str(tmp_path / "nope.pt"), "--data", str(data / "bin"), "--out",
                      str(tmp_path / "x"), check=False)
     assert res.returncode == 2 and "no such checkpoint file" in res.stderr
@@ -112,3 +113,83 @@ def test_parity_report(exported, data, tmp_path):
     assert rep["onnx-fp32"]["identical"] == 1.0 and rep["onnx-fp32"]["BLEU-4"] == rep["pytorch"]["BLEU-4"]
     assert rep["onnx-fp32"]["vs_pytorch"]["diff"] == 0.0
     assert "ci95" in rep["onnx-int8"]["vs_pytorch"] and rep["onnx-int8"]["n"] == N_TEST
+
+
+def test_export_is_atomic_and_a_torn_folder_is_refused(trained, data, tmp_path, monkeypatch):
+    """A failed (or killed) export leaves the previous folder as it was and no half folder; a stale
+    work folder of a killed export is removed by the next one; the runner refuses a folder whose files
+    do not match its config, naming the file; a folder holding other files is never overwritten."""
+    from mist_fairseq.export import OnnxMistModel, onnx_export
+
+    model = hub(trained, data)
+    out = tmp_path / "exp"
+    onnx_export.export(model, str(out))
+    sources = (data / "raw" / "test.src").read_text().splitlines()[:4]
+    before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    want = OnnxMistModel(str(out), threads=1).generate(sources)
+    stale = tmp_path / "exp.partial-999999999"  # a killed export's work folder (no such process)
+    stale.mkdir()
+    (stale / "source.onnx").write_bytes(b"half")
+
+    def dies_after_the_fp32_graphs(*a, **kw):
+        raise KeyboardInterrupt  # what a kill between the graphs looks like from inside
+    monkeypatch.setattr(onnx_export, "quantize_graphs", dies_after_the_fp32_graphs)
+    with pytest.raises(KeyboardInterrupt):
+        onnx_export.export(model, str(out), int8=True)
+    assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]  # no work folder left, the stale one gone
+    assert OnnxMistModel(str(out), threads=1).generate(sources) == want
+    monkeypatch.undo()
+    onnx_export.export(model, str(out))  # replacing a previous export works
+    assert sorted(os.listdir(out)) == sorted(before) and sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    for f in os.listdir(out):
+        (torn / f).write_bytes((out / f).read_bytes())
+    (torn / "target.onnx").write_bytes((out / "target.onnx").read_bytes()[:1000])
+    with pytest.raises(ValueError, match="target.onnx: not the file mist_export.json records"):
+        OnnxMistModel(str(torn))
+    (torn / "target.onnx").unlink()
+    with pytest.raises(ValueError, match="target.onnx: missing"):
+        OnnxMistModel(str(torn))
+    res = python_cli("mist_fairseq.serve", "--model", str(torn), "--backend", "onnx", check=False)
+    assert res.returncode == 2 and "target.onnx: missing" in res.stderr and "Traceback" not in res.stderr
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="holds files an export does not write"):
+        onnx_export.export(model, str(mine))
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_int8_answers_do_not_depend_on_batch_mates(exported, data):
+    """int8 activation scales are computed per call over the whole batch: batched, a row's logits
+    change with its batch mates; so the int8 runner decodes one input a pass by default, and an
+    input's text is the same alone and inside any batch."""
+    from mist_fairseq.export import OnnxMistModel
+
+    out, _ = exported
+    sources = (data / "raw" / "test.src").read_text().splitlines()[:8]
+    batched = OnnxMistModel(str(out), precision="int8", threads=1, batch_invariant=False)
+    rows = [batched.encode(s) for s in sources[:4]]
+    src = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=batched.dict.pad())
+    tgt = batched.model.masked_target(torch.tensor([5, 5, 5, 5]))
+    with torch.no_grad():
+        together = batched.model.decode_target(batched.model.encode_source(src), tgt)[0]
+        alone = batched.model.decode_target(batched.model.encode_source(rows[0][None]), tgt[:1])[0]
+    assert not torch.equal(together, alone)  # the reason for the default below
+    invariant = OnnxMistModel(str(out), precision="int8", threads=1)
+    sizes, encode = [], invariant.model.encode_source
+
+    def spy(src_tokens):
+        sizes.append(src_tokens.size(0))
+        return encode(src_tokens)
+    invariant.model.encode_source = spy
+    mixed = invariant.generate(sources)
+    assert max(sizes) == 1
+    assert mixed == [invariant.generate([s])[0] for s in sources]
+    assert invariant.generate(sources[::-1]) == mixed[::-1]
+    fp32 = OnnxMistModel(str(out), precision="fp32", threads=1)
+    assert fp32.pass_size == fp32.batch_size  # fp32 keeps batching

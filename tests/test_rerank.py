@@ -132,7 +132,7 @@ def test_rerank_through_fairseq_generate_and_the_api(trained, trained_two_stream
         model = MistModel.from_pretrained(str(ckpt_dir), checkpoint_file="checkpoint_last.pt",
                                           data_name_or_path=str(data / "bin"), threads=1)
         assert model.generate(sources, length_beam=3, **api) == [want[i] for i in range(N_TEST)]
-        model.decode_defaults = dict(api, length_beam=3)  # what the service sets from --rerank/--length-beam
+        model.decode_options = model.decode_options.replace(length_beam=3, **api)  # as the service sets them
         assert model.generate(sources) == [want[i] for i in range(N_TEST)]
 
 

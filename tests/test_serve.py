@@ -45,9 +45,10 @@ class Server:
                 time.sleep(0.3)
         raise AssertionError("server did not start")
 
-    def post(self, body, **kw):
+    def post(self, body, headers=None, **kw):
         data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-        return requests.post(self.url + "/generate", data=data, timeout=60, **kw)
+        headers = {"Content-Type": "application/json"} if headers is None else headers
+        return requests.post(self.url + "/generate", data=data, timeout=60, headers=headers, **kw)
 
     def health(self):
         return requests.get(self.url + "/health", timeout=10).json()
@@ -75,7 +76,8 @@ def export_dir(trained, data, tmp_path_factory):
 def server(export_dir, tmp_path_factory):
     # a long batching wait, so that concurrent requests surely meet in one batch
     s = Server("--model", str(export_dir), "--backend", "onnx", "--max-wait-ms", "300", "--max-inputs", "4",
-               "--max-input-chars", "1000", log=tmp_path_factory.mktemp("log") / "serve.log")
+               "--max-input-chars", "1000", "--max-request-tokens", "200", "--read-timeout", "1",
+               log=tmp_path_factory.mktemp("log") / "serve.log")
     yield s
     s.stop()
 
@@ -114,6 +116,11 @@ MALFORMED = [
     (json.dumps({"inputs": ["x" * 1001]}).encode(), 413, "1001 characters; at most 1000"),
     (json.dumps({"inputs": ["! " * 470]}).encode(), 413, "471 WordPiece tokens; this model takes at most 463"),
     (b"x" * 100_000, 413, "bytes; at most"),
+    (b'{"inputs": ["\\ud800 hi"]}', 422, "lone surrogate"),
+    (b'{"inputs": [' + b"1" * 5000 + b"]}", 400, "not JSON this service reads"),
+    (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "not JSON this service reads"),
+    ('{"inputs": ["\u200b\u200b"]}'.encode(), 422, "no WordPiece tokens once tokenized"),
+    (json.dumps({"inputs": ["word " * 60] * 4}).encode(), 413, "WordPiece tokens; at most 200 a request"),
 ]
 
 
@@ -124,6 +131,41 @@ def test_malformed_requests_get_a_4xx_with_a_message(server, body, status, messa
     assert message in r.json()["error"]
     # the service is still up and still answers good requests
     assert server.post({"inputs": ["how are you?"]}).status_code == 200
+
+
+def test_body_limits_while_reading_timeouts_and_content_type(server):
+    # a chunked body (no Content-Length) over the size limit is refused while it is read
+    def chunks():
+        for _ in range(200):
+            yield b"x" * 1000
+    r = requests.post(server.url + "/generate", data=chunks(), headers={"Content-Type": "application/json"},
+                      timeout=60)
+    assert r.status_code == 413 and "over" in r.json()["error"]
+    # a Content-Length longer than the body: answered 408 once the read timeout passes, not held forever
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as c:
+        c.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{\"inputs\"")
+        t = time.time()
+        head = c.recv(200)
+        assert head.startswith(b"HTTP/1.1 408") and time.time() - t < 20, head
+    r = server.post({"inputs": ["hi"]}, headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["error"]
+    assert server.post({"inputs": ["hi"]}, headers={}).status_code == 415
+    for path in ("/docs", "/openapi.json"):
+        assert requests.get(server.url + path, timeout=10).status_code == 404
+
+
+def test_control_token_strings_are_text(server, export_dir):
+    from mist_fairseq.export import OnnxMistModel
+
+    onnx = OnnxMistModel(str(export_dir), threads=1)
+    ids = onnx.encode("what is [MASK] or [SEP] here?").tolist()
+    d = onnx.dict
+    assert d.index("[MASK]") not in ids and ids.count(d.eos()) == 1  # the final [SEP] only
+    assert ids == onnx.encode("what is [ mask ] or [ sep ] here?").tolist()
+    r = server.post({"inputs": ["what is [MASK] here?", "what is [ mask ] here?"]})
+    a, b = r.json()["outputs"]
+    assert r.status_code == 200 and a == b
 
 
 def test_health_and_rejected_count(server):
@@ -161,6 +203,8 @@ def test_cli_errors(trained):
     assert r.returncode == 2 and "mist_export.json" in r.stderr
     r = run("--model", str(trained), "--max-batch", "0")
     assert r.returncode == 2 and "--max-batch must be >= 1" in r.stderr
+    r = run("--model", str(trained), "--host", "0.0.0.0")
+    assert r.returncode == 2 and "--allow-remote" in r.stderr
 
 
 def test_load_and_fault_benchmark(export_dir, data, tmp_path):
@@ -212,3 +256,59 @@ def test_batcher_groups_requests_and_survives_a_failing_batch():
             await b.stop()
 
     asyncio.run(scenario())
+
+
+def test_batcher_bounds_its_queue_and_drops_requests_whose_client_left():
+    import asyncio
+
+    from mist_fairseq.serve.batcher import DynamicBatcher, QueueFull
+
+    calls = []
+
+    def generate(sentences):
+        calls.append(list(sentences))
+        return list(sentences)
+
+    async def scenario():
+        b = DynamicBatcher(generate, max_batch=8, max_wait_ms=200, max_queue=3)
+        await b.start()
+        try:
+            kept, left = b.enqueue(["a", "b"]), b.enqueue(["c"])
+            try:
+                b.enqueue(["d"])
+                raise AssertionError("a full queue took more")
+            except QueueFull as e:
+                assert "at most 3" in str(e)
+            left.cancel()  # its client went away while it waited
+            assert await kept == ["a", "b"]
+            assert calls == [["a", "b"]] and b.queued == 0  # "c" was never computed
+            assert await b.submit(["e"]) == ["e"]  # room again
+        finally:
+            await b.stop()
+
+    asyncio.run(scenario())
+
+
+def test_four_paths_decode_the_same_text(server, export_dir, trained, data):
+    """Default options: fairseq-generate, MistModel, the ONNX runner (fp32) and the service (its ONNX
+    backend) give the same text; the export recorded the checkpoint's decoding options."""
+    import re
+
+    from conftest import USER_DIR, run_cli
+    from mist_fairseq import MistModel
+    from mist_fairseq.export import OnnxMistModel
+
+    sources = (data / "raw" / "test.src").read_text().splitlines()
+    out = run_cli(["fairseq-generate", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar",
+                   "--path", str(trained / "checkpoint_last.pt"), "--gen-subset", "test", "--batch-size", "8",
+                   "--bpe", "bert", "--bpe-vocab-file", str(data / "bin" / "vocab.txt")]).stdout
+    cli = {int(i): d for i, d in re.findall(r"^D-(\d+)\t\S+\t(.*)$", out, re.M)}
+    cli = [cli[i] for i in range(len(sources))]
+    hub = MistModel.from_pretrained(str(trained), checkpoint_file="checkpoint_last.pt",
+                                    data_name_or_path=str(data / "bin"))
+    onnx = OnnxMistModel(str(export_dir), threads=1)
+    assert onnx.decode_options == hub.decode_options
+    served = [o for i in range(0, len(sources), 4) for o in server.post({"inputs": sources[i:i + 4]}).json()["outputs"]]
+    assert hub.generate(sources) == cli
+    assert onnx.generate(sources) == cli
+    assert served == cli

@@ -12,7 +12,7 @@ Defaults follow the authors' method (Jiang et al. 2022; kongds/MIST ``model_mist
    floor(ratio * Hamming) gold tokens revealed at random real positions) feeds both graded passes.
 2. The graded first pass over ``[CLS] X [SEP] Y_M [SEP]`` gives L_NAT; with ``--pseudo-from glanced``
    its argmax over every real target position (no gradient through the argmax) is the pseudo target
-   Y_p (``masked``: the argmax of the no-grad all-[MASK] pass, the earlier variant of this plugin).
+   Y_p (``masked``: the argmax of the no-grad all-[MASK] draft pass).
 3. The graded mixed pass over ``[CLS] Y_p [SEP] X [SEP] Y_M [SEP]`` gives L_MIST.
 4. ``--score-positions all``: both token losses cover every real target position, revealed ones
    too (``masked``: only the [MASK] positions, GLAT's choice).
@@ -53,7 +53,7 @@ SCORE_POSITIONS = ChoiceEnum(["all", "masked"])
 class MistCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
     label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing of the token losses"})
     length_loss_factor: float = field(
-        default=1.0, metadata={"help": "weight of the length loss (the authors': 1; this plugin's earlier 0.1)"}
+        default=1.0, metadata={"help": "weight of the length loss (the authors': 1; the plugin recipe: 0.1)"}
     )
     mist_loss_factor: float = field(default=1.0, metadata={"help": "weight of the loss on the mixed input"})
     mix_mode: MIX_MODES = field(
@@ -88,8 +88,8 @@ class MistCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
             "help": "where MIST's pseudo target Y_p comes from: 'glanced' (the authors'): the argmax of "
             "the graded first pass over the glanced Y_M, at every real target position; 'masked': the "
             "argmax of the no-grad draft pass over Y_0 (all [MASK] with --target-keep-prob 0 "
-            "--target-random-prob 0; this plugin's earlier variant: at "
-            "revealed positions the mixed pass then sees gold in Y_M that contradicts Y_p)"
+            "--target-random-prob 0); at "
+            "revealed positions the mixed pass then sees gold in Y_M that contradicts Y_p"
         },
     )
     score_positions: SCORE_POSITIONS = field(

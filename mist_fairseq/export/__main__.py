@@ -15,7 +15,8 @@ def main(argv=None):
     p.add_argument("checkpoint", help="a mist_nar checkpoint file (e.g. RUN/checkpoint_best.pt)")
     p.add_argument("--data", required=True,
                    help="the fairseq-preprocess folder of its training data (dict.src.txt, vocab.txt)")
-    p.add_argument("--out", required=True, help="export folder (created; files of the same names are replaced)")
+    p.add_argument("--out", required=True, help="export folder, written whole or not at all (built beside it, then renamed; a previous "
+                   "export there is replaced, a folder holding other files refused)")
     p.add_argument("--int8", action="store_true",
                    help="also write int8 graphs (onnxruntime dynamic quantization of every MatMul weight)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")

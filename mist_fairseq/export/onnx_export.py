@@ -5,6 +5,7 @@ plus what the runner needs to tokenize and decode: ``vocab.txt``, ``dict.src.txt
 quantized per call: onnxruntime's ``quantize_dynamic``) beside the fp32 graphs.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -13,8 +14,10 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from mist_fairseq.export import folder
 from mist_fairseq.export.graphs import (SOURCE_INPUTS, SOURCE_OUTPUTS, TARGET_INPUTS, TARGET_OUTPUTS,
                                         SourceGraph, TargetGraph)
+from mist_fairseq.generators.options import DecodeOptions
 
 logger = logging.getLogger(__name__)
 
@@ -111,34 +114,52 @@ def quantize_graphs(model, out_dir: str, opset: int = 18) -> None:
 
 def export(hub, out_dir: str, int8: bool = False, opset: int = 18, checkpoint: str = None) -> Dict:
     """hub: a loaded :class:`~mist_fairseq.inference.MistModel`. Writes the graphs, the vocabulary and
-    ``mist_export.json`` into out_dir (created; existing files of the same names are replaced).
-    checkpoint: the file it came from, recorded in the config. Returns the config written."""
+    ``mist_export.json`` (with each file's size and SHA-256) into out_dir, whole or not at all
+    (:mod:`mist_fairseq.export.folder`: built beside it, then renamed; a previous export folder there is
+    replaced, a folder holding other files refused). checkpoint: the file it came from, recorded in the
+    config. Returns the config written."""
     from mist_fairseq.models.mist_nar import MistNARModel
 
     model, tcfg = hub.models[0], hub.task.cfg
     if not isinstance(model, MistNARModel):
         raise ValueError(f"{checkpoint or 'the checkpoint'} holds a {type(model).__name__}, not a mist_nar model: "
                          "only mist_nar checkpoints export (Fairseq's AR transformer converts with CTranslate2)")
-    os.makedirs(out_dir, exist_ok=True)
+    precisions = ["fp32", "int8"] if int8 else ["fp32"]
+    graphs = {p: dict(zip(("source", "target"), GRAPHS[p])) for p in precisions}
+    known = [CONFIG, CONFIG + ".tmp", "vocab.txt", "dict.src.txt", GRAPHS["int8"][1] + ".fp32.tmp"]
+    known += [f for names in GRAPHS.values() for f in names]
+    work = folder.start(out_dir, known)
+    try:
+        config = _write(model, tcfg, work, precisions, graphs, opset, checkpoint)
+        folder.finish(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return config
+
+
+def _write(model, tcfg, out_dir, precisions, graphs, opset, checkpoint) -> Dict:
     export_graphs(model, out_dir, opset)
-    if int8:
+    if "int8" in precisions:
         quantize_graphs(model, out_dir, opset)
     data = tcfg.data.split(os.pathsep)[0]
     for name in ("vocab.txt", "dict.src.txt"):
         shutil.copyfile(os.path.join(data, name), os.path.join(out_dir, name))
+    files = ["vocab.txt", "dict.src.txt"] + [f for g in graphs.values() for f in g.values()]
     config = {
         "format": FORMAT, "version": FORMAT_VERSION, "opset": opset,
-        "precisions": ["fp32", "int8"] if int8 else ["fp32"],
-        "graphs": {p: dict(zip(("source", "target"), GRAPHS[p])) for p in (["fp32", "int8"] if int8 else ["fp32"])},
+        "precisions": precisions,
+        "graphs": graphs,
+        "files": folder.digests(out_dir, files),  # the runner refuses a folder that does not match
         "ids": {"pad": model.pad, "eos": model.eos, "bos": model.bos, "mask": model.mask_idx},
         "max_source_positions": tcfg.max_source_positions,  # [CLS] included
         "max_target_positions": model.max_target_positions,
         "num_positions": model.num_positions,
         "left_pad_source": bool(tcfg.left_pad_source),
         "bpe_cased": False,  # --bpe bert, uncased: what MistModel uses
-        "decoding": {"iterations": tcfg.mist_decode_iters, "strategy": str(tcfg.decode_strategy),
-                     "length_beam": tcfg.length_beam, "min_length": tcfg.min_target_length,
-                     "dedup": not tcfg.no_dedup},
+        # the checkpoint's decoding options as the graphs run them: one NAR pass, no AR rescoring
+        "decoding": dataclasses.replace(DecodeOptions.from_task(tcfg), decode_mode="nar", rerank="none",
+                                        rerank_path=None).to_dict(),
         "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
         "torch": torch.__version__,
     }

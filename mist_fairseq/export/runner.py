@@ -19,11 +19,13 @@ from fairseq.data import data_utils
 from fairseq.data.encoders.hf_bert_bpe import BertBPE
 
 from mist_fairseq.dictionary import BertDictionary
+from mist_fairseq.export import folder
 from mist_fairseq.export.onnx_export import CONFIG, FORMAT, FORMAT_VERSION
 from mist_fairseq.generators.mist_generator import MistGenerator
-from mist_fairseq.generators.modes import call_options
-from mist_fairseq.inference import check_source_lengths
+from mist_fairseq.generators.modes import build_generator
+from mist_fairseq.generators.options import DecodeOptions
 from mist_fairseq.models.contract import TokenOps
+from mist_fairseq.text import check_source_lengths, literal_special_tokens
 
 
 class OnnxSourceState(NamedTuple):
@@ -84,9 +86,13 @@ def read_config(path: str) -> dict:
     return config
 
 
-def refuse_rerank(rerank=None, rerank_path=None) -> None:
-    """ValueError if AR rescoring is asked of the exported graphs (they hold the single pass only)."""
-    if rerank not in (None, "none") or rerank_path:
+def refuse_unexported(options: DecodeOptions) -> None:
+    """ValueError if ``options`` ask for what the exported graphs do not hold: the two-stream steps of
+    semi-NAR/AR decoding and of AR rescoring (the graphs are the single pass)."""
+    if options.decode_mode != "nar":
+        raise ValueError(f"decode_mode={options.decode_mode!r}: the exported graphs decode NAR only (the "
+                         "two-stream steps of semi-nar/ar are not exported); use mist_fairseq.MistModel for those modes")
+    if options.rerank != "none" or options.rerank_path:
         raise ValueError("AR rescoring (--rerank/--rerank-path) needs the model's two-stream pass, which is not "
                          "exported; use mist_fairseq.MistModel (the service's --backend torch) for it")
 
@@ -94,16 +100,26 @@ def refuse_rerank(rerank=None, rerank_path=None) -> None:
 class OnnxMistModel:
     """An export folder on onnxruntime. precision: 'fp32' or 'int8' (exported with --int8);
     threads: onnxruntime intra-op threads (default: its own choice); batch_size: sentences per pass;
-    spinning: let onnxruntime's threads busy-wait between runs (its default; off here)."""
+    spinning: let onnxruntime's threads busy-wait between runs (its default; off here).
+
+    batch_invariant (int8): the int8 graphs quantize activations with one scale per tensor, computed
+    per call, so a batched input's output depends on its batch mates (and on their padding). By
+    default int8 decodes each input on its own, so the same input always gives the same text; False
+    batches int8 like fp32 (faster; outputs may change with the other inputs of the batch). fp32 is
+    batch-invariant either way."""
 
     def __init__(self, path: str, precision: str = "fp32", threads: Optional[int] = None, batch_size: int = 32,
-                 spinning: bool = False):
+                 spinning: bool = False, batch_invariant: bool = True):
         import onnxruntime as ort
 
         self.config = config = read_config(path)
         if precision not in config["graphs"]:
             raise ValueError(f"{path} has no {precision} graphs (it has {', '.join(config['graphs'])}); "
                              "export with --int8 for int8")
+        # a torn or edited folder (a killed export of an older release, a replaced graph) is refused here,
+        # not met as an onnxruntime traceback or as another checkpoint's outputs
+        folder.check_files(path, config.get("files", {}),
+                           ["vocab.txt", "dict.src.txt", *config["graphs"][precision].values()])
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if not spinning:
@@ -122,46 +138,40 @@ class OnnxMistModel:
 
         self.model = OnnxMistNAR(session("source"), session("target"), config)
         self.precision, self.batch_size = precision, batch_size
+        # per-call activation scales of the int8 graphs: one input a pass keeps answers independent
+        self.pass_size = 1 if precision == "int8" and batch_invariant else batch_size
         self.dict = BertDictionary.load(os.path.join(path, "dict.src.txt"))
         self.bpe = BertBPE(Namespace(bpe_cased=config["bpe_cased"], bpe_vocab_file=os.path.join(path, "vocab.txt")))
         self.max_source_tokens = config["max_source_positions"] - 1  # the binarized source, [SEP] included
+        # the options the export recorded (the checkpoint's, as a single pass); calls override them
+        self.decode_options = DecodeOptions.from_dict(config["decoding"])
+        refuse_unexported(self.decode_options)
 
     # the same compositions as Fairseq's hub interface (encode = bpe + binarize, decode = string + bpe)
     def encode(self, sentence: str) -> torch.Tensor:
-        return self.dict.encode_line(self.bpe.encode(sentence), add_if_not_exist=False).long()
+        return self.dict.encode_line(self.bpe.encode(literal_special_tokens(sentence)), add_if_not_exist=False).long()
 
     def decode(self, tokens: torch.Tensor) -> str:
         return self.bpe.decode(self.dict.string(tokens))
 
-    def generator(self, iterations=None, strategy=None, length_beam=None, min_length=None, dedup=None, mode=None,
-                  rerank=None, rerank_path=None):
-        refuse_rerank(rerank, rerank_path)
-        if mode not in (None, "nar"):
-            raise ValueError(f"mode={mode!r}: the exported graphs decode NAR only (the two-stream steps of "
-                             "semi-nar/ar are not exported); use mist_fairseq.MistModel for those modes")
-        d = self.config["decoding"]
+    def generator(self, **options):
+        """The generator of :attr:`decode_options` (the export config's) with ``options`` overridden."""
+        chosen = self.decode_options.replace(**options)
+        refuse_unexported(chosen)
+        return build_generator(self.dict, chosen)
 
-        def pick(value, key):
-            return d[key] if value is None else value
-
-        return MistGenerator(self.dict, decode_iters=pick(iterations, "iterations"),
-                             strategy=pick(strategy, "strategy"), length_beam=pick(length_beam, "length_beam"),
-                             min_length=pick(min_length, "min_length"), dedup=pick(dedup, "dedup"))
-
-    def generate(self, sentences: List[str], iterations: Optional[int] = None, strategy: Optional[str] = None,
-                 length_beam: Optional[int] = None, **kwargs) -> List[str]:
+    def generate(self, sentences: List[str], **options) -> List[str]:
         """Raw source strings -> detokenized outputs, in input order (see ``MistModel.generate``)."""
         if isinstance(sentences, str):
             raise TypeError("generate takes a list of strings; wrap a single input in a list")
-        gen = self.generator(**call_options(getattr(self, "decode_defaults", {}), iterations=iterations,
-                                            strategy=strategy, length_beam=length_beam, **kwargs))
+        gen = self.generator(**options)
         tokens = [self.encode(s) for s in sentences]
         check_source_lengths(tokens, self.max_source_tokens)
         order = sorted(range(len(tokens)), key=lambda i: tokens[i].numel())  # similar lengths batch together
         out = [None] * len(tokens)
         with torch.inference_mode():
-            for b in range(0, len(order), self.batch_size):
-                ids = order[b:b + self.batch_size]
+            for b in range(0, len(order), self.pass_size):
+                ids = order[b:b + self.pass_size]
                 src = data_utils.collate_tokens([tokens[i] for i in ids], self.dict.pad(),
                                                 left_pad=self.config["left_pad_source"])
                 hypos = gen.generate([self.model], {"net_input": {"src_tokens": src}})

@@ -1,34 +1,31 @@
 """Decoding modes: the table the task's ``--decode-mode`` choices are built from (the generator owns
 the loop, the model owns one step: ``decode_target`` for NAR, ``decode_step`` for semi-NAR and AR).
 
-Each entry builds a generator from the target dictionary, the task's options (``cfg``: the
-``mist_nar`` task config) and fairseq-generate's generation options (``gen``: ``beam``, ``lenpen``,
-``max_len_a``, ``max_len_b``; absent ones take Fairseq's defaults) and the rescorer that picks among
+Each entry builds a generator from the target dictionary, the decoding options
+(:class:`~mist_fairseq.generators.options.DecodeOptions`) and the rescorer that picks among
 length-beam candidates (:mod:`mist_fairseq.generators.rerank`; NAR and semi-NAR).
 """
 
 from mist_fairseq.generators.block_generator import ARGenerator, SemiNARGenerator
 from mist_fairseq.generators.mist_generator import MistGenerator
+from mist_fairseq.generators.options import DECODE_MODE_NAMES, DecodeOptions
 
 
-def _nar(tgt_dict, cfg, gen, rescorer):
-    return MistGenerator(tgt_dict, decode_iters=cfg.mist_decode_iters, strategy=cfg.decode_strategy,
-                         length_beam=cfg.length_beam, min_length=cfg.min_target_length, dedup=not cfg.no_dedup,
+def _nar(tgt_dict, o: DecodeOptions, rescorer):
+    return MistGenerator(tgt_dict, decode_iters=o.mist_decode_iters, strategy=o.decode_strategy,
+                         length_beam=o.length_beam, min_length=o.min_target_length, dedup=not o.no_dedup,
                          rescorer=rescorer)
 
 
-def _semi_nar(tgt_dict, cfg, gen, rescorer):
-    return SemiNARGenerator(tgt_dict, block_size=getattr(cfg, "block_size", 4), length_beam=cfg.length_beam,
-                            min_length=cfg.min_target_length, dedup=not cfg.no_dedup, rescorer=rescorer)
+def _semi_nar(tgt_dict, o: DecodeOptions, rescorer):
+    return SemiNARGenerator(tgt_dict, block_size=o.block_size, length_beam=o.length_beam,
+                            min_length=o.min_target_length, dedup=not o.no_dedup, rescorer=rescorer)
 
 
-def _ar(tgt_dict, cfg, gen, rescorer):
-    if rescorer is not None:
-        raise ValueError("--rerank/--rerank-path rescore the length-beam candidates of --decode-mode nar or "
-                         "semi-nar; AR beam search ranks its own hypotheses")
-    return ARGenerator(tgt_dict, beam=getattr(gen, "beam", 5), lenpen=getattr(gen, "lenpen", 1.0),
-                       max_len_a=getattr(gen, "max_len_a", 0.0), max_len_b=getattr(gen, "max_len_b", 200),
-                       min_length=cfg.min_target_length)
+def _ar(tgt_dict, o: DecodeOptions, rescorer):
+    # DecodeOptions refuses --rerank with --decode-mode ar
+    return ARGenerator(tgt_dict, beam=o.beam, lenpen=o.lenpen, max_len_a=o.max_len_a, max_len_b=o.max_len_b,
+                       min_length=o.min_target_length)
 
 
 DECODE_MODES = {
@@ -36,15 +33,8 @@ DECODE_MODES = {
     "semi-nar": _semi_nar,  # --block-size positions per pass, left to right
     "ar": _ar,  # one position per pass, beam search (--beam)
 }
+assert tuple(DECODE_MODES) == DECODE_MODE_NAMES
 
 
-def build_generator(mode: str, tgt_dict, cfg, gen, rescorer=None):
-    if mode not in DECODE_MODES:
-        raise ValueError(f"--decode-mode {mode}: choose one of {', '.join(DECODE_MODES)}")
-    return DECODE_MODES[mode](tgt_dict, cfg, gen, rescorer)
-
-
-def call_options(defaults: dict, **given) -> dict:
-    """A generate call's decoding options: ``defaults`` (e.g. the service's) overridden by every
-    option the call gives (None = not given)."""
-    return dict(defaults, **{k: v for k, v in given.items() if v is not None})
+def build_generator(tgt_dict, options: DecodeOptions, rescorer=None):
+    return DECODE_MODES[options.decode_mode](tgt_dict, options, rescorer)

@@ -47,7 +47,7 @@ class MistNARConfig(FairseqDataclass):
         metadata={
             "help": "share the MLM head's output projection with the word embeddings; by default (the "
             "authors' choice) it is a separate matrix initialised from them (or from the checkpoint's "
-            "own MLM decoder). Checkpoints saved before this option existed load as tied, as they were trained."
+            "own MLM decoder). A checkpoint without this field in its config loads as tied."
         },
     )
     cpu_fast_path: bool = field(

@@ -17,13 +17,28 @@ def main(argv=None):
                    help="onnx graphs to run (int8 needs an export with --int8)")
     p.add_argument("--checkpoint-file", default="checkpoint_best.pt", help="--backend torch: file in --model")
     p.add_argument("--data", help="--backend torch: the fairseq-preprocess folder (dict.src.txt, vocab.txt)")
-    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="default 127.0.0.1 (loopback only); another address needs --allow-remote")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a --host other than loopback: anyone who reaches that address can use the model "
+                   "(no authentication, no TLS; put a proxy in front)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--threads", type=int, default=None, help="compute threads (default: the backend's choice)")
     p.add_argument("--max-batch", type=int, default=32, help="inputs that end a batch's wait early")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
     p.add_argument("--max-inputs", type=int, default=64, help="inputs per request (more: 413)")
     p.add_argument("--max-input-chars", type=int, default=2000, help="characters per input (more: 413)")
+    p.add_argument("--max-request-tokens", type=int, default=8192,
+                   help="WordPiece tokens of all inputs of a request: what one request may cost (more: 413)")
+    p.add_argument("--max-queue", type=int, default=1024, help="inputs that may wait for the model (more: 503)")
+    p.add_argument("--read-timeout", type=float, default=10.0, help="seconds a request body may take (more: 408)")
+    p.add_argument("--max-connections", type=int, default=256,
+                   help="open connections at once; more are answered 503 by the server")
+    p.add_argument("--keep-alive-timeout", type=float, default=5.0, help="seconds an idle connection stays open")
+    p.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (off by default)")
+    p.add_argument("--int8-batching", action="store_true",
+                   help="--precision int8: run batched inputs in one pass (faster, but an answer then depends on "
+                   "its batch mates: int8 activation scales are computed per call); default: one input a pass")
     p.add_argument("--length-beam", type=int, default=None,
                    help="candidate lengths decoded per input (default: the checkpoint's / export's)")
     p.add_argument("--rerank", choices=["none", "ar"], default=None,
@@ -34,11 +49,17 @@ def main(argv=None):
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
     args = p.parse_args(argv)
     for name, value in (("--max-batch", args.max_batch), ("--max-inputs", args.max_inputs),
-                        ("--max-input-chars", args.max_input_chars)):
+                        ("--max-input-chars", args.max_input_chars), ("--max-request-tokens", args.max_request_tokens),
+                        ("--max-queue", args.max_queue), ("--max-connections", args.max_connections)):
         if value < 1:
             p.error(f"{name} must be >= 1, got {value}")
-    if args.max_wait_ms < 0:
-        p.error(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
+    for name, value in (("--max-wait-ms", args.max_wait_ms), ("--read-timeout", args.read_timeout),
+                        ("--keep-alive-timeout", args.keep_alive_timeout)):
+        if value < 0:
+            p.error(f"{name} must be >= 0, got {value}")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.allow_remote:
+        p.error(f"--host {args.host} exposes the model beyond this machine, without authentication: pass "
+                "--allow-remote to mean it")
 
     import uvicorn
 
@@ -49,14 +70,16 @@ def main(argv=None):
                         force=True)  # fairseq configured the root logger on import
     try:
         backend = load_backend(args.backend, args.model, args.precision, args.checkpoint_file, args.data,
-                               args.threads, batch_size=args.max_batch,
+                               args.threads, batch_size=args.max_batch, batch_invariant=not args.int8_batching,
                                decode={"length_beam": args.length_beam, "rerank": args.rerank,
                                        "rerank_path": args.rerank_path})
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
     name = f"{args.backend}-{args.precision}"
-    app = build_app(backend, name, Limits(args.max_inputs, args.max_input_chars), args.max_batch, args.max_wait_ms)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=not args.no_access_log)
+    limits = Limits(args.max_inputs, args.max_input_chars, args.max_request_tokens, args.read_timeout)
+    app = build_app(backend, name, limits, args.max_batch, args.max_wait_ms, args.max_queue, args.docs)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=not args.no_access_log,
+                limit_concurrency=args.max_connections, timeout_keep_alive=args.keep_alive_timeout)
 
 
 if __name__ == "__main__":

@@ -4,23 +4,28 @@
 import os
 from typing import Optional
 
+from mist_fairseq.generators.options import DecodeOptions
+
 
 def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_file: str = "checkpoint_best.pt",
                  data: Optional[str] = None, threads: Optional[int] = None, batch_size: int = 32,
-                 decode: Optional[dict] = None):
+                 decode: Optional[dict] = None, batch_invariant: bool = True):
     """backend 'onnx': model = an export folder (``python -m mist_fairseq.export``), precision fp32|int8.
     backend 'torch': model = a checkpoint folder, checkpoint_file inside it, data = its fairseq-preprocess
-    folder (dict.src.txt, vocab.txt). decode: decoding options every request uses (``generate``'s
-    keywords, e.g. length_beam, rerank, rerank_path; AR rescoring needs the torch backend), checked here
-    once so a bad option fails at start-up."""
+    folder (dict.src.txt, vocab.txt). decode: :class:`DecodeOptions` overrides every request uses
+    (e.g. length_beam, rerank_path; AR rescoring needs the torch backend; None = the model's own),
+    checked here so a bad option fails at start-up. batch_invariant: see
+    :class:`~mist_fairseq.export.runner.OnnxMistModel` (int8 only)."""
     decode = {k: v for k, v in (decode or {}).items() if v is not None}
+    DecodeOptions().replace(**decode)  # names and values checked before any model is loaded
     if backend == "onnx":
-        from mist_fairseq.export.runner import OnnxMistModel, refuse_rerank
+        from mist_fairseq.export.runner import OnnxMistModel, refuse_unexported
 
-        refuse_rerank(decode.get("rerank"), decode.get("rerank_path"))  # before the graphs are loaded
-        m = OnnxMistModel(model, precision=precision, threads=threads, batch_size=batch_size)
-        m.decode_defaults = decode
-        m.generator(**decode)
+        refuse_unexported(DecodeOptions().replace(**decode))
+        m = OnnxMistModel(model, precision=precision, threads=threads, batch_size=batch_size,
+                          batch_invariant=batch_invariant)
+        m.decode_options = m.decode_options.replace(**decode)
+        m.generator()
         return m
     if backend == "torch":
         if precision != "fp32":
@@ -32,7 +37,7 @@ def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_f
         m = MistModel.from_pretrained(os.path.abspath(model), checkpoint_file=checkpoint_file,
                                       data_name_or_path=os.path.abspath(data), threads=threads,
                                       batch_size=batch_size)
-        m.decode_defaults = decode
-        m.generator(**decode)
+        m.decode_options = m.decode_options.replace(**decode)
+        m.generator()  # builds the rescorer once, and refuses a checkpoint trained for another mode
         return m
     raise ValueError(f"unknown backend {backend!r}: torch | onnx")

@@ -1,7 +1,9 @@
 """Dynamic batching: concurrent requests wait up to ``max_wait_ms`` for company, then one
 ``generate`` call decodes all their inputs together (a NAR pass over 16 sentences costs far less
 than 16 passes over one). The model runs on one worker thread, so calls never overlap and the
-event loop stays free to accept requests meanwhile."""
+event loop stays free to accept requests meanwhile. At most ``max_queue`` inputs wait: beyond that
+``submit`` raises :class:`QueueFull` at once (the service answers 503) instead of queueing work
+nobody will wait for. A request cancelled while waiting (its client left) is dropped from its batch."""
 
 import asyncio
 import logging
@@ -12,11 +14,18 @@ from typing import Callable, List
 logger = logging.getLogger(__name__)
 
 
+class QueueFull(Exception):
+    """More inputs are waiting than the queue holds."""
+
+
 class DynamicBatcher:
-    def __init__(self, generate: Callable[[List[str]], List[str]], max_batch: int = 32, max_wait_ms: float = 5.0):
+    def __init__(self, generate: Callable[[List[str]], List[str]], max_batch: int = 32, max_wait_ms: float = 5.0,
+                 max_queue: int = 1024):
         """generate: the model's batch function; max_batch: sentences that end the wait early;
-        max_wait_ms: how long the first request of a batch waits for others."""
+        max_wait_ms: how long the first request of a batch waits for others; max_queue: inputs that
+        may wait."""
         self.generate, self.max_batch, self.max_wait = generate, max_batch, max_wait_ms / 1000.0
+        self.max_queue, self.queued = max_queue, 0
         self.queue = None
         self.task = None
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="mist-generate")
@@ -35,15 +44,24 @@ class DynamicBatcher:
                 pass
         self.executor.shutdown(wait=True)
 
-    async def submit(self, inputs: List[str]) -> List[str]:
-        """Decodes one request's inputs (in a batch with whatever else is waiting)."""
+    def enqueue(self, inputs: List[str]) -> asyncio.Future:
+        """Queues one request's inputs (decoded in a batch with whatever else is waiting); the future
+        gets their outputs. Cancel it to drop the request. QueueFull when the queue is full."""
+        if self.queued + len(inputs) > self.max_queue:
+            raise QueueFull(f"{self.queued} inputs are waiting for the model (at most {self.max_queue}): retry later")
         fut = asyncio.get_running_loop().create_future()
-        await self.queue.put((inputs, fut))
-        return await fut
+        self.queued += len(inputs)
+        self.queue.put_nowait((inputs, fut))
+        return fut
+
+    async def submit(self, inputs: List[str]) -> List[str]:
+        """Decodes one request's inputs (see :meth:`enqueue`)."""
+        return await self.enqueue(inputs)
 
     async def _collect(self):
         items = [await self.queue.get()]
         n = len(items[0][0])
+        self.queued -= n
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait
         while n < self.max_batch:
@@ -56,6 +74,7 @@ class DynamicBatcher:
                 break
             items.append(item)
             n += len(item[0])
+            self.queued -= len(item[0])
         return items
 
     async def _run(self):

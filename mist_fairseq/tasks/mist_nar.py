@@ -16,11 +16,13 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from mist_fairseq.data_utils import TruncateKeepEosDataset, read_pseudo_targets
 from mist_fairseq.dictionary import BertDictionary
 from mist_fairseq.generators.modes import DECODE_MODES, build_generator
+from mist_fairseq.generators.options import STRATEGIES, DecodeOptions
 from mist_fairseq.generators.rerank import RERANK_CHOICES, build_rescorer
 
 logger = logging.getLogger(__name__)
 
-DECODE_STRATEGIES = ChoiceEnum(["mist", "mask-predict"])
+DECODE_STRATEGIES = ChoiceEnum(list(STRATEGIES))
+_D = DecodeOptions()  # the decoding defaults, the same on every path
 DECODE_MODE_CHOICES = ChoiceEnum(list(DECODE_MODES))
 RERANK = ChoiceEnum(RERANK_CHOICES)
 
@@ -43,10 +45,10 @@ class MistNARTaskConfig(TranslationConfig):
         },
     )
     mist_decode_iters: int = field(
-        default=1, metadata={"help": "decoding passes; 1 = the paper's single parallel pass"}
+        default=_D.mist_decode_iters, metadata={"help": "decoding passes; 1 = the paper's single parallel pass"}
     )
     decode_strategy: DECODE_STRATEGIES = field(
-        default="mist",
+        default=_D.decode_strategy,
         metadata={
             "help": "refinement after the first pass: 'mist' feeds the output back as pseudo target "
             "([CLS] Y_p [SEP] X [SEP] [MASK]..); 'mask-predict' re-masks the least confident tokens "
@@ -54,13 +56,13 @@ class MistNARTaskConfig(TranslationConfig):
         },
     )
     length_beam: int = field(
-        default=1, metadata={"help": "decode the top-k predicted lengths in one batch; best mean log-prob wins"}
+        default=_D.length_beam, metadata={"help": "decode the top-k predicted lengths in one batch; best mean log-prob wins"}
     )
     min_target_length: int = field(
-        default=2, metadata={"help": "smallest predicted target length, final [SEP] included"}
+        default=_D.min_target_length, metadata={"help": "smallest predicted target length, final [SEP] included"}
     )
     decode_mode: DECODE_MODE_CHOICES = field(
-        default="nar",
+        default=_D.decode_mode,
         metadata={
             "help": "'nar': one parallel pass over [MASK]s (the paper's); 'semi-nar': --block-size "
             "positions per pass, each block given the earlier ones; 'ar': left to right with beam search "
@@ -69,13 +71,13 @@ class MistNARTaskConfig(TranslationConfig):
         },
     )
     block_size: int = field(
-        default=4, metadata={"help": "positions predicted per pass with --decode-mode semi-nar (1 = AR order, greedy)"}
+        default=_D.block_size, metadata={"help": "positions predicted per pass with --decode-mode semi-nar (1 = AR order, greedy)"}
     )
     no_dedup: bool = field(
-        default=False, metadata={"help": "keep consecutive duplicate tokens (removed by default, as in MIST's code)"}
+        default=_D.no_dedup, metadata={"help": "keep consecutive duplicate tokens (removed by default, as in MIST's code)"}
     )
     rerank: RERANK = field(
-        default="none",
+        default=_D.rerank,
         metadata={
             "help": "how the --length-beam candidates are ranked: 'none': their own mean log-prob; 'ar': "
             "scored by this checkpoint's AR stream teacher-forced, all candidates in one parallel pass "
@@ -187,20 +189,17 @@ class MistNARTask(TranslationTask):
 
     def build_generator(self, models, args, **unused):
         # args: fairseq-generate's generation options (--beam, --lenpen, --max-len-a/b) for AR mode
-        # checkpoints saved before --decode-mode existed decode as they were trained: NAR
-        return self.decoding_generator(args)
+        return self.decoding_generator(DecodeOptions.from_task(self.cfg, args))
 
-    def decoding_generator(self, gen, cfg=None):
-        """The generator of the decoding options ``cfg`` (default: this task's) and generation
-        options ``gen``, after checking the checkpoint was trained for the mode asked for."""
-        cfg = self.cfg if cfg is None else cfg
-        mode = getattr(cfg, "decode_mode", "nar")
-        if mode == "ar":
+    def decoding_generator(self, options: DecodeOptions):
+        """The generator of ``options``, after checking the checkpoint was trained for the mode and
+        rescoring asked for."""
+        if options.decode_mode == "ar":
             self.require_two_stream("--decode-mode ar", block=1)
-        elif mode == "semi-nar":
+        elif options.decode_mode == "semi-nar":
             self.require_two_stream("--decode-mode semi-nar")
-        rescorer = build_rescorer(self, getattr(cfg, "rerank", "none"), getattr(cfg, "rerank_path", None))
-        return build_generator(mode, self.target_dictionary, cfg, gen, rescorer)
+        rescorer = build_rescorer(self, options.rerank, options.rerank_path)
+        return build_generator(self.target_dictionary, options, rescorer)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if hasattr(criterion, "set_update_num"):
@@ -245,8 +244,8 @@ class MistNARTask(TranslationTask):
 
     def require_two_stream(self, what: str, block: int = None) -> None:
         """ValueError unless the loaded checkpoint was trained with the two-stream loss (at block size
-        ``block`` when given). A checkpoint that records nothing (saved before this was recorded)
-        passes."""
+        ``block`` when given). A checkpoint whose task state records no
+        block sizes passes."""
         blocks = self.two_stream_blocks
         if blocks is None or (blocks and (block is None or block in blocks)):
             return
