@@ -3,9 +3,9 @@ processes (torchrun, gloo) reach the parameters of one worker with --update-freq
 two-worker run resumes from its checkpoint."""
 
 import os
+import re
 import shutil
 import socket
-import sys
 
 import pytest
 import torch
@@ -34,11 +34,19 @@ def train_args(data, save_dir, updates, extra=()):
 
 
 def two_workers(data, save_dir, updates):
+    # torchrun starts the workers and sets RANK/WORLD_SIZE/MASTER_*; each passes its own rank to Fairseq
+    # (--distributed-init-method env:// and --distributed-no-spawn: Fairseq's own spawn and its
+    # torchrun detection count CUDA devices, of which a CPU machine has none)
+    args = train_args(data, save_dir, updates, (
+        "--distributed-world-size", "2", "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
+        "--distributed-init-method", "env://", "--distributed-no-spawn", "--device-id", "0",
+        # each rank reads the checkpoint itself: Fairseq's CPU broadcast of the loaded state would
+        # round-trip its OmegaConf config through torch.load, which torch >= 2.6 refuses (weights_only)
+        "--load-checkpoint-on-all-dp-ranks"))
+    script = 'exec "$0" "$@" --distributed-rank "$RANK"'
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return run_cli([TORCHRUN, "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-                    shutil.which("fairseq-train"), *train_args(data, save_dir, updates, (
-                        "--distributed-world-size", "2", "--distributed-backend", "gloo",
-                        "--ddp-backend", "legacy_ddp"))], env=env)
+                    "--no-python", "bash", "-c", script, shutil.which("fairseq-train"), *args], env=env)
 
 
 def params(path):
@@ -57,6 +65,6 @@ def test_two_workers_equal_one_worker_with_update_freq_2_and_resume(data, tmp_pa
     # resume: two more updates continue from update 3
     res = two_workers(data, tmp_path / "two", 5)
     log = res.stdout + res.stderr
-    assert "loaded checkpoint" in log and "@ 3 updates" in log, log[-2000:]
+    assert re.search(r"Loaded checkpoint \S+ \(epoch 1 @ 3 updates\)", log), log[-2000:]
     state = torch.load(tmp_path / "two" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
     assert state["optimizer_history"][-1]["num_updates"] == 5
