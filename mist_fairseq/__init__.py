@@ -11,9 +11,10 @@ import logging
 # when any fairseq task is imported; that line is noise for text tasks.
 logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
 
-from mist_fairseq.compat import allow_fairseq_checkpoints  # noqa: E402
+from mist_fairseq.compat import allow_fairseq_checkpoints, one_line_checkpoint_errors  # noqa: E402
 
 allow_fairseq_checkpoints()
+one_line_checkpoint_errors()
 
 from mist_fairseq.tasks import mist_nar as _task  # noqa: E402,F401
 from mist_fairseq.models import mist_nar as _model  # noqa: E402,F401

@@ -335,3 +335,16 @@ def test_one_checkpoint_decodes_in_all_three_modes(data, tmp_path):
                 "--block-loss-factor", "1", "--block-sizes", "1", updates=2)
     log = out.stdout + out.stderr
     assert "block_acc=" in log and "word_ins=" not in log and "pred_acc" not in log
+
+
+@pytest.mark.parametrize("content", [b"this is a text file, renamed\n", bytes(range(256)) * 8, b""],
+                         ids=["text", "random bytes", "empty"])
+def test_unreadable_checkpoint_is_one_error_line(data, tmp_path, content):
+    fake = tmp_path / "checkpoint_best.pt"
+    fake.write_bytes(content)
+    res = run_cli(["fairseq-generate", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar",
+                   "--path", str(fake), "--gen-subset", "test"], check=False)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [errors[0]] and errors[0].startswith(f"error: {fake}: not a readable checkpoint")
