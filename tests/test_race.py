@@ -37,7 +37,7 @@ def test_race_runs_every_system_and_reports(trained, data, tmp_path):
     report = json.loads((out / "RACE.json").read_text())
     names = [r["system"] for r in report["rows"]]
     assert names == ["MIST, PyTorch fp32", "MIST, ONNX Runtime fp32", "MIST, ONNX Runtime int8",
-                     "AR transformer, CTranslate2 int8 greedy", "AR transformer, CTranslate2 int8 beam 4"]
+                     "MIST, ONNX Runtime int8, batched (batch-dependent)", "AR transformer, CTranslate2 int8 greedy", "AR transformer, CTranslate2 int8 beam 4"]
     assert (tmp_path / "ar" / "ar" / "ct2_int8" / "model.bin").exists()  # converted by CTranslate2's Fairseq converter
     for r in report["rows"]:
         assert r["ms_b1"] > 0 and r["ms_b4"] > 0 and 0 <= r["BLEU-4"] <= 100
