@@ -24,9 +24,8 @@ from typing import List, Optional
 import torch
 from fairseq import hub_utils, utils
 
-from mist_fairseq.text import check_source_lengths, literal_special_tokens
-
 from mist_fairseq.generators.options import DecodeOptions
+from mist_fairseq.text import check_source_lengths, literal_special_tokens
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

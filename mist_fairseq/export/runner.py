@@ -21,7 +21,6 @@ from fairseq.data.encoders.hf_bert_bpe import BertBPE
 from mist_fairseq.dictionary import BertDictionary
 from mist_fairseq.export import folder
 from mist_fairseq.export.onnx_export import CONFIG, FORMAT, FORMAT_VERSION
-from mist_fairseq.generators.mist_generator import MistGenerator
 from mist_fairseq.generators.modes import build_generator
 from mist_fairseq.generators.options import DecodeOptions
 from mist_fairseq.models.contract import TokenOps

@@ -17,11 +17,11 @@ def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_f
     checked here so a bad option fails at start-up. batch_invariant: see
     :class:`~mist_fairseq.export.runner.OnnxMistModel` (int8 only)."""
     decode = {k: v for k, v in (decode or {}).items() if v is not None}
-    DecodeOptions().replace(**decode)  # names and values checked before any model is loaded
+    asked = DecodeOptions().replace(**decode)  # names and values checked before any model is loaded
     if backend == "onnx":
         from mist_fairseq.export.runner import OnnxMistModel, refuse_unexported
 
-        refuse_unexported(DecodeOptions().replace(**decode))
+        refuse_unexported(asked)
         m = OnnxMistModel(model, precision=precision, threads=threads, batch_size=batch_size,
                           batch_invariant=batch_invariant)
         m.decode_options = m.decode_options.replace(**decode)
