@@ -1,7 +1,7 @@
 """The CPU fast path piece by piece: each replacement timed against what it replaces, one run.
 
-    python benchmarks/fast_path_pieces.py [--threads 2] [--reps 10] [--out docs/fast_path_pieces.md]
-    python benchmarks/fast_path_pieces.py --quick      # small shapes: checks that it runs (tests)
+    python -m benchmarks.fast_path_pieces [--threads 2] [--reps 10] [--out docs/fast_path_pieces.md]
+    python -m benchmarks.fast_path_pieces --quick      # small shapes: checks that it runs (tests)
 
 Shapes are those of a MIST step on Quora at batch 64 (about 800 scored target positions, a
 30,522-word vocabulary, hidden 384, 12 heads, mixed-source length 46). Each row times the fp32
@@ -10,7 +10,6 @@ operation and its fast-path replacement alternately (median of --reps after one 
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -19,24 +18,10 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from mist_fairseq.criterions.label_smoothed_ce import label_smoothed_nll  # noqa: E402
-from mist_fairseq.models.fast_path import bf16_linear, fast_dropout  # noqa: E402
-from report_io import platform_line, write_atomic  # noqa: E402
-
-
-def timed_pair(slow, fast, reps):
-    """(median ms of slow, median ms of fast), run alternately after one warm-up each."""
-    slow(), fast()
-    t = {0: [], 1: []}
-    for _ in range(reps):
-        for k, f in ((0, slow), (1, fast)):
-            s = time.perf_counter()
-            f()
-            t[k].append(1000 * (time.perf_counter() - s))
-    return statistics.median(t[0]), statistics.median(t[1])
+from mist_fairseq.criterions.label_smoothed_ce import label_smoothed_nll
+from mist_fairseq.models.fast_path import bf16_linear, fast_dropout
+from benchmarks.report_io import platform_line, timed_pair, write_atomic
 
 
 def pieces(N, V, H, B, L, heads, reps):
@@ -104,7 +89,7 @@ def main(argv=None):
     lines = ["# CPU fast path, piece by piece", "",
              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} CPU cores "
              f"({platform_line()}), {args.threads} threads, one run. Command: "
-             f"`python benchmarks/fast_path_pieces.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
+             f"`python -m benchmarks.fast_path_pieces {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
              "| piece | fp32 (ms) | fast path (ms) | ratio |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {s:.1f} | {f:.1f} | {s / f:.1f}x |" for name, s, f in rows]
     text = "\n".join(lines) + "\n"

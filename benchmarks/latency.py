@@ -1,10 +1,10 @@
 """Decoding latency of MIST vs Fairseq's own AR transformer, NAT, CMLM and LevT. All figures come
 from one run on one machine; speedups are computed pair by pair (same batch, same run). The
-training-step benchmark (fp32 vs the CPU fast path) is benchmarks/train_step.py; its section of
+training-step benchmark (fp32 vs the CPU fast path) is benchmarks.train_step; its section of
 BENCHMARK.md is kept when this script rewrites the file.
 
-    python benchmarks/latency.py --data DATA_DIR [--n 200] [--batch-sizes 1 16] [--threads 2]
-    python benchmarks/latency.py --quick            # tiny check that the script works (tests run it)
+    python -m benchmarks.latency --data DATA_DIR [--n 200] [--batch-sizes 1 16] [--threads 2]
+    python -m benchmarks.latency --quick            # tiny check that the script works (tests run it)
 
 DATA_DIR is a ``python -m mist_fairseq.prepare`` output folder (its ``bin/`` test split is used;
 default: the shipped quora_small, prepared on the fly into a temp folder).
@@ -42,14 +42,12 @@ import numpy as np
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from report_io import get_section, prepare_shipped_data, write_atomic  # noqa: E402
+from benchmarks.report_io import get_section, prepare_shipped_data, write_atomic
 
-import mist_fairseq  # noqa: E402,F401  (registers task/model/criterion)
-from latency_report import chart, write_report  # noqa: E402
-from latency_systems import make_systems  # noqa: E402
+import mist_fairseq  # noqa: F401  (registers task/model/criterion)
+from benchmarks.latency_report import chart, write_report
+from benchmarks.latency_systems import make_systems
 
 
 def produced_length(result):
@@ -140,7 +138,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     name = args.name + "_quick" if args.quick else args.name
     md = os.path.join(args.out, name + ".md")
-    kept = get_section(md, "Training step")  # benchmarks/train_step.py's section
+    kept = get_section(md, "Training step")  # benchmarks.train_step's section
     write_atomic(md, report + "\n" + ("\n" + kept if kept else ""))
     write_atomic(os.path.join(args.out, name + ".json"), json.dumps({"decoding": rows}, indent=2) + "\n")
     chart(rows, args, os.path.join(args.out, name + ".png"))

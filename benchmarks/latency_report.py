@@ -1,4 +1,4 @@
-"""The report of benchmarks/latency.py: markdown table per batch size and a bar chart."""
+"""The report of benchmarks.latency: markdown table per batch size and a bar chart."""
 
 import os
 import time
@@ -6,7 +6,7 @@ import time
 import numpy as np
 import torch
 
-from report_io import platform_line
+from benchmarks.report_io import platform_line
 
 
 def write_report(rows, n, args, wall):
@@ -16,7 +16,7 @@ def write_report(rows, n, args, wall):
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} CPU cores "
         f"({platform_line()}), torch {torch.__version__}, {args.threads} threads, one run ({wall:.0f} s).",
         "",
-        f"Command: `python benchmarks/latency.py {' '.join(args.argv)}`",
+        f"Command: `python -m benchmarks.latency {' '.join(args.argv)}`",
         "",
         f"{n} test sources of `{args.data}`; milliseconds per sentence (median, [p25, p75] over batches); "
         "speedup = AR beam-4 ms / system ms, median over the same batches. "

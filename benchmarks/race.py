@@ -5,7 +5,7 @@ detokenization included), the same N test sources, one run on one machine, syste
 batch by batch in a rotating order after a warm-up round. BLEU-4 / iBLEU of each system's outputs on
 those N sources beside its latency.
 
-    python benchmarks/race.py --data DATA --mist RUN/checkpoint_dev_best.pt --export EXPORT_DIR \
+    python -m benchmarks.race --data DATA --mist RUN/checkpoint_dev_best.pt --export EXPORT_DIR \
         --fairseq-ar AR_RUN/checkpoint_dev_best.pt --fairseq-data AR_RUNS/bin [--n 200] [--threads 2]
 
 DATA is the ``python -m mist_fairseq.prepare`` folder (bin/ for the MIST model, raw/test.* for the
@@ -23,10 +23,8 @@ import time
 from argparse import Namespace
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from report_io import platform_line, write_atomic  # noqa: E402
+from benchmarks.report_io import platform_line, write_atomic
 
 
 def convert_ar(checkpoint, fairseq_data, out):
@@ -157,7 +155,7 @@ def main(argv=None):
     report = {"platform": platform_line(), "cpus": os.cpu_count(), "threads": args.threads, "n": len(sources),
               "batch_sizes": args.batch_sizes, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "wall_s": round(time.time() - t0, 1), "pause_ms": args.pause_ms,
-              "command": "python benchmarks/race.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": "python -m benchmarks.race " + " ".join(argv if argv is not None else sys.argv[1:]),
               "rows": rows, "copy_source": {"BLEU-4": round(copy["BLEU-4"], 2), "iBLEU": round(copy["iBLEU"], 2)},
               "outputs_agree": agreement(outputs, args.batch_sizes)}
     write_atomic(os.path.join(args.out, "RACE.json"), json.dumps(report, indent=1) + "\n")

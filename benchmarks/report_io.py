@@ -1,9 +1,11 @@
 """Small helpers the benchmark scripts share: the shipped data, atomic writes, one section of a
-Markdown report, the CPU's name."""
+Markdown report, the CPU's name, alternating A/B timing."""
 
 import os
+import statistics
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,3 +69,15 @@ def platform_line() -> str:
     except OSError:
         pass
     return "unknown CPU"
+
+
+def timed_pair(slow, fast, reps):
+    """(median ms of slow, median ms of fast), run alternately after one warm-up each."""
+    slow(), fast()
+    t = {0: [], 1: []}
+    for _ in range(reps):
+        for k, f in ((0, slow), (1, fast)):
+            s = time.perf_counter()
+            f()
+            t[k].append(1000 * (time.perf_counter() - s))
+    return statistics.median(t[0]), statistics.median(t[1])

@@ -2,7 +2,7 @@
 it starts the server, sends a fixed number of requests from N concurrent clients, stops it, and
 writes what it measured.
 
-    python benchmarks/serve_load.py --model EXPORT_DIR --sources DATA/raw/test.src \
+    python -m benchmarks.serve_load --model EXPORT_DIR --sources DATA/raw/test.src \
         [--backend onnx --precision int8] [--clients 16] [--requests 800] [--bad-share 0.25]
 
 Rounds after a warm-up: (1) good requests only, repeated --rounds times: throughput, p50/p95/p99
@@ -27,9 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from report_io import platform_line, write_atomic  # noqa: E402
+from benchmarks.report_io import platform_line, write_atomic
 
 # (body, expected status): one of each kind the service must refuse
 MALFORMED = [
@@ -158,7 +157,7 @@ def main(argv=None):
         proc.terminate()
         proc.wait(30)
     report = {"platform": platform_line(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": "python -m benchmarks.serve_load " + " ".join(argv if argv is not None else sys.argv[1:]),
               "backend": health["backend"], "clients": args.clients, "max_batch": args.max_batch,
               "max_wait_ms": args.max_wait_ms, "threads": args.threads, "n_sources": len(sources),
               "good_only": r1, "good_only_rounds": rounds, "with_malformed": r2,

@@ -1,7 +1,7 @@
 """Training-step benchmark: today's fp32 step vs the CPU fast path, MIST vs no mixing.
 
-    python benchmarks/train_step.py --data DATA_DIR [--batch-size 64] [--rounds 8] [--threads 2]
-    python benchmarks/train_step.py --quick          # tiny model: checks that the script works (tests)
+    python -m benchmarks.train_step --data DATA_DIR [--batch-size 64] [--rounds 8] [--threads 2]
+    python -m benchmarks.train_step --quick          # tiny model: checks that the script works (tests)
 
 Each setting is a real ``fairseq.trainer.Trainer.train_step`` (forward, backward, gradient clipping,
 optimizer step) on MiniLM-L6 with the configuration the quickstart and table scripts train
@@ -25,10 +25,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from report_io import platform_line, prepare_shipped_data, replace_section, write_atomic  # noqa: E402
+from benchmarks.report_io import platform_line, prepare_shipped_data, replace_section, write_atomic
 
 # the plugin recipe of examples/common.sh (what the quickstart and the table scripts train)
 RECIPE = ["--glat-hamming", "first", "--length-loss-factor", "0.1", "--tie-output-embeddings",
@@ -156,7 +154,7 @@ def report(rows, profiles, ntokens, args, wall):
         "## Training step", "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} CPU cores "
         f"({platform_line()}), {args.threads} threads, one run ({wall:.0f} s). Command: "
-        f"`python benchmarks/train_step.py {' '.join(args.argv)}`", "",
+        f"`python -m benchmarks.train_step {' '.join(args.argv)}`", "",
         f"One `Trainer.train_step` (forward, backward, clipping, optimizer) of `{args.arch}`"
         + (f" ({args.pretrained} weights)" if args.pretrained else " (random weights)")
         + f", batches of {args.batch_size} sentences from `{args.data}` "

@@ -6,6 +6,7 @@ from the benchmark, and the quality-vs-latency chart (BLEU-4 and iBLEU).
     python examples/collect_kd.py --root ~/kd --data ~/kd/data/quora [--bench BENCH.json] --out docs/quora_kd
 
 Reads ROOT/quora_{ar_same,none,none_kd,dynamic_kd}/{generate-test.txt,dev_curve.json,modes/*.txt}
+(the teacher's beam 4: ROOT/quora_ar_same/modes/ar4.txt)
 (examples/quora_kd.sh); a missing output is listed as missing. Test outputs were decoded once each.
 """
 
@@ -29,6 +30,7 @@ DECODINGS = [  # (label suffix, output file, benchmark row)
 
 def rows_to_read():
     yield "same-encoder AR teacher: greedy", "ar_same", "generate-test.txt", "same-encoder AR, greedy"
+    yield "same-encoder AR teacher: beam 4", "ar_same", "modes/ar4.txt", "same-encoder AR, beam 4"
     for name, run in STUDENTS:
         for suffix, path, bench in DECODINGS:
             yield f"{name}: {suffix}", run, path, bench
@@ -38,7 +40,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="the run folders of examples/quora_kd.sh")
     p.add_argument("--data", required=True, help="the prepared Quora folder (raw/test.src, raw/test.tgt)")
-    p.add_argument("--bench", help="benchmarks/latency.py JSON with the rescoring rows")
+    p.add_argument("--bench", help="benchmarks.latency JSON with the rescoring rows")
     p.add_argument("--out", required=True, help="folder for kd_table.md, kd.json, kd.png")
     p.add_argument("--bootstrap-samples", type=int, default=1000)
     args = p.parse_args(argv)

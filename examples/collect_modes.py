@@ -34,7 +34,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="run folders quora_{dynamic,joint,ar_same}")
     p.add_argument("--data", required=True, help="the prepared Quora folder (raw/test.src, raw/test.tgt)")
-    p.add_argument("--bench", help="benchmarks/latency.py JSON with the modes rows (batch 1)")
+    p.add_argument("--bench", help="benchmarks.latency JSON with the modes rows (batch 1)")
     p.add_argument("--out", required=True, help="folder for modes_table.md, modes.json, modes.png")
     p.add_argument("--bootstrap-samples", type=int, default=1000)
     args = p.parse_args(argv)

@@ -1,25 +1,58 @@
 #!/usr/bin/env bash
 # Remakes the quickstart's distilled targets (mist_fairseq/resources/quora_small/train.kd.tgt and its
-# manifest): the teacher -- a same-encoder AR checkpoint, trained e.g. by
-#   ROOT=$HOME/kd DATA=$HOME/kd/data/quora BUDGET_HOURS=1 STEPS="prep ar_same" bash examples/quora_table.sh
-# -- decodes the 3,000 shipped train sources greedily (python -m mist_fairseq.distill). The teacher
-# never saw the quickstart's 500 test pairs (lines 1-500 of Quora's 4K test set). Run from the repository root.
-#   TEACHER=$HOME/kd/quora_ar_same/checkpoint_dev_best.pt bash examples/quickstart_kd.sh
+# manifest), one of two ways. Run from the repository root.
+#
+# 1. From the kept distilled Quora train set (docs/quora_kd/train.kd.tgt.gz: line i is the teacher's
+#    output for train pair i of `prepare quora`, whose first 3,000 pairs are the quickstart's train):
+#      KD_SET=docs/quora_kd/train.kd.tgt.gz bash examples/quickstart_kd.sh
+# 2. From a teacher -- a same-encoder AR checkpoint, trained e.g. by
+#      ROOT=$HOME/kd DATA=$HOME/kd/data/quora BUDGET_HOURS=1 STEPS="prep ar_same" bash examples/quora_table.sh
+#    -- decoding the 3,000 shipped train sources greedily (python -m mist_fairseq.distill):
+#      TEACHER=$HOME/kd/quora_ar_same/checkpoint_dev_best.pt bash examples/quickstart_kd.sh
+# Either teacher never saw the quickstart's 500 test pairs (lines 1-500 of Quora's 4K test set).
 set -euo pipefail
-: "${TEACHER:?set TEACHER to the teacher checkpoint}"
 RES=mist_fairseq/resources/quora_small
+QUORA=${QUORA:-../shared/data/quora}     # the 50K train pairs (for the check of the line alignment)
 WORK=${WORK:-$(mktemp -d)}
-args=()
-for s in train valid test; do for side in src tgt; do args+=("--$s-$side" "$RES/$s.$side"); done; done
-[ -e "$WORK/prep/bin/test.src-tgt.tgt.bin" ] || python -m mist_fairseq.prepare parallel "${args[@]}" --out "$WORK/prep"
-python -m mist_fairseq.distill "$TEACHER" --data "$WORK/prep" --out "$WORK/kd" --decode-mode ar --beam 1 \
-  --batch-size 64 --overwrite
-cp "$WORK/kd/raw/train.tgt" "$RES/train.kd.tgt.tmp" && mv "$RES/train.kd.tgt.tmp" "$RES/train.kd.tgt"
-python - "$WORK/kd/manifest.json" "$RES/train.kd.manifest.json" <<'PY'
+n=$(wc -l < "$RES/train.src")
+if [ -n "${KD_SET:-}" ]; then
+  cmp -s <(head -n "$n" "$QUORA/train.src") "$RES/train.src" || {
+    echo "error: the first $n lines of $QUORA/train.src are not $RES/train.src; KD_SET lines would not align" >&2
+    exit 1; }
+  { zcat -f "$KD_SET" || true; } | head -n "$n" > "$WORK/train.kd.tgt"  # zcat stops early on a closed pipe
+  [ "$(wc -l < "$WORK/train.kd.tgt")" = "$n" ] || { echo "error: $KD_SET has fewer than $n lines" >&2; exit 1; }
+  python -m mist_fairseq.score --task quora "$WORK/train.kd.tgt" --ref "$RES/train.tgt" --src "$RES/train.src" \
+    --no-meteor --json "$WORK/scores.json" > /dev/null
+  manifest=$(dirname "$KD_SET")/distill_manifest.json
+  python - "$WORK/scores.json" "$manifest" "$KD_SET" "$n" "$WORK/manifest.json" <<'PY'
+import json, os, sys
+scores, manifest, kd_set, n, out = sys.argv[1:]
+s = json.load(open(scores))["scores"]
+m = json.load(open(manifest)) if os.path.exists(manifest) else {}
+json.dump({"teacher": m.get("teacher"), "from": f"{kd_set}, lines 1-{n}", "splits": {"train": {
+    "pairs": int(n), "distilled BLEU-4": round(s["BLEU-4"], 2), "distilled self-BLEU": round(s["self-BLEU"], 2),
+    "distilled iBLEU": round(s["iBLEU"], 2), "distilled identical-to-source %": s["identical-to-source %"]}}},
+    open(out, "w"), indent=2)
+PY
+else
+  : "${TEACHER:?set KD_SET to a kept distilled set or TEACHER to a teacher checkpoint}"
+  args=()
+  for s in train valid test; do for side in src tgt; do args+=("--$s-$side" "$RES/$s.$side"); done; done
+  [ -e "$WORK/prep/bin/test.src-tgt.tgt.bin" ] || python -m mist_fairseq.prepare parallel "${args[@]}" --out "$WORK/prep"
+  python -m mist_fairseq.distill "$TEACHER" --data "$WORK/prep" --out "$WORK/kd" --decode-mode ar --beam 1 \
+    --max-len-a 1.5 --max-len-b 10 --batch-size 64 --overwrite
+  cp "$WORK/kd/raw/train.tgt" "$WORK/train.kd.tgt"
+  cp "$WORK/kd/manifest.json" "$WORK/manifest.json"
+fi
+python - "$WORK/manifest.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
-m["data"] = "mist_fairseq/resources/quora_small (prepared)"  # no machine-specific paths in the shipped copy
-m["teacher"]["checkpoint"] = m["teacher"]["checkpoint"].split("/")[-2:]
-json.dump(m, open(sys.argv[2], "w"), indent=2)
+m.pop("data", None)  # no machine-specific paths in the shipped copy
+ckpt = (m.get("teacher") or {}).get("checkpoint")
+if isinstance(ckpt, str):
+    m["teacher"]["checkpoint"] = ckpt.split("/")[-2:]
+json.dump(m, open(sys.argv[1], "w"), indent=2)
 PY
+cp "$WORK/train.kd.tgt" "$RES/train.kd.tgt.tmp" && mv "$RES/train.kd.tgt.tmp" "$RES/train.kd.tgt"
+cp "$WORK/manifest.json" "$RES/train.kd.manifest.json.tmp" && mv "$RES/train.kd.manifest.json.tmp" "$RES/train.kd.manifest.json"
 echo "wrote $RES/train.kd.tgt and $RES/train.kd.manifest.json"

@@ -59,7 +59,7 @@ for step in $STEPS; do
       iterative_decoding quora "$ROOT/quora_dynamic" "$ROOT/quora_none" ;;
     bench)
       # latency of the trained systems, each predicting its own length (the speedup column)
-      python benchmarks/latency.py --data "$DATA" --n 200 --batch-sizes 1 16 --threads "$THREADS" \
+      python -m benchmarks.latency --data "$DATA" --n 200 --batch-sizes 1 16 --threads "$THREADS" \
         --mist-checkpoint "$ROOT/quora_dynamic/checkpoint_dev_best.pt" --baselines "$ROOT/baselines_quora" \
         --baseline-checkpoint checkpoint_dev_best.pt --name BENCHMARK_quora_trained --out "$DOCS" ;;
     table)

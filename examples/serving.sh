@@ -29,12 +29,12 @@ for step in $STEPS; do
         MAX_TOKENS=1024 WARMUP=200 INTERVAL=200 OMP_NUM_THREADS=$THREADS bash "$here/baselines/run_baselines.sh"
       cp "$AR_RUNS/ar/scores.json" "$DOCS/ar_matched_scores.json" ;;
     race)
-      python benchmarks/race.py --data "$DATA" --mist "$MIST" --export "$EXPORT" \
+      python -m benchmarks.race --data "$DATA" --mist "$MIST" --export "$EXPORT" \
         --fairseq-ar "$AR_RUNS/ar/checkpoint_best.pt" --fairseq-data "$AR_RUNS/bin" --n 200 --batch-sizes 1 16 \
         --threads "$THREADS" --out "$DOCS" ;;
     load)
       for prec in int8 fp32; do
-        python benchmarks/serve_load.py --model "$EXPORT" --precision "$prec" --sources "$DATA/raw/test.src" \
+        python -m benchmarks.serve_load --model "$EXPORT" --precision "$prec" --sources "$DATA/raw/test.src" \
           --threads "$THREADS" --clients 16 --requests 800 --rounds 5 --out "$DOCS" --name "SERVE_LOAD_onnx_$prec"
       done ;;
     *) echo "unknown step $step" >&2; exit 2 ;;

@@ -11,7 +11,7 @@ steps before it and a reserve for the steps after it (measured on the machine at
 pairs (``train.kd.tgt``: the same-encoder AR teacher's greedy outputs, remade by
 ``examples/quickstart_kd.sh``); the 500 test pairs are always scored against their real references.
 The defaults (distilled targets, no mixing) won on the 300 dev pairs at this budget (docs/RESULTS.md,
-"Distillation"): a MIST update costs about twice a plain one, and at ten minutes the extra updates
+"Quickstart"): a MIST update costs about twice a plain one, and at ten minutes the extra updates
 are worth more; ``--mix-mode dynamic`` trains MIST. Every step is a real CLI call (prepare,
 fairseq-train, fairseq-generate), printed before it runs, so
 the same commands work on your own data. Training resumes from

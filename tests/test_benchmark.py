@@ -11,7 +11,7 @@ from conftest import REPO, run_cli
 
 def test_latency_quick(tmp_path):
     pytest.importorskip("matplotlib")
-    run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--pretrained", "", "--out", str(tmp_path)])
+    run_cli([sys.executable, "-m", "benchmarks.latency", "--quick", "--pretrained", "", "--out", str(tmp_path)], cwd=REPO)
     data = json.loads((tmp_path / "BENCHMARK_quick.json").read_text())
     rows = data["decoding"]
     for name in ("AR transformer, beam 4", "AR transformer, greedy", "MIST single pass",
@@ -32,15 +32,15 @@ def test_latency_quick(tmp_path):
 
 
 def test_latency_only_times_the_chosen_systems(tmp_path):
-    run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--pretrained", "", "--out", str(tmp_path),
-             "--only", "^MIST (single pass|AR, greedy)$"])
+    run_cli([sys.executable, "-m", "benchmarks.latency", "--quick", "--pretrained", "", "--out", str(tmp_path),
+             "--only", "^MIST (single pass|AR, greedy)$"], cwd=REPO)
     rows = json.loads((tmp_path / "BENCHMARK_quick.json").read_text())["decoding"]
     assert set(rows) == {"AR transformer, beam 4", "MIST single pass", "MIST AR, greedy"}  # the reference kept
 
 
 def test_train_step_quick(tmp_path):
     """fp32 and fast-path rows, MIST and no-mix, each with a speed-up/cost ratio and its own peak memory."""
-    run_cli([sys.executable, f"{REPO}/benchmarks/train_step.py", "--quick", "--out", str(tmp_path)])
+    run_cli([sys.executable, "-m", "benchmarks.train_step", "--quick", "--out", str(tmp_path)], cwd=REPO)
     data = json.loads((tmp_path / "BENCHMARK_train_quick.json").read_text())
     rows = data["rows"]
     assert set(rows) == {"MIST train step, fp32", "MIST train step, fast path", "MIST train step, fast path with Fairseq's adam",
@@ -57,8 +57,7 @@ def test_train_step_quick(tmp_path):
 
 
 def test_report_section_is_replaced_and_kept(tmp_path):
-    sys.path.insert(0, f"{REPO}/benchmarks")
-    from report_io import get_section, replace_section
+    from benchmarks.report_io import get_section, replace_section
 
     md = tmp_path / "B.md"
     md.write_text("# B\n\n## Batch size 1\n\nrow\n")
@@ -90,11 +89,11 @@ def test_latency_with_trained_checkpoints_lets_every_system_predict_its_length(d
     run_cli(["fairseq-train", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar", "--arch", "mist_tiny",
              "--criterion", "mist", "--optimizer", "adam", "--lr", "5e-4", "--batch-size", "8", "--max-update", "2",
              "--save-dir", str(tmp_path / "mist"), "--no-epoch-checkpoints", "--num-workers", "0"])
-    run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--data", str(data),
+    run_cli([sys.executable, "-m", "benchmarks.latency", "--quick", "--data", str(data),
              "--mist-checkpoint", str(tmp_path / "mist" / "checkpoint_last.pt"), "--baselines", str(runs),
              "--baseline-checkpoint", "checkpoint_dev_best.pt", "--out", str(tmp_path),
              "--modes-checkpoint", str(tmp_path / "mist" / "checkpoint_last.pt"),
-             "--ar-checkpoint", str(tmp_path / "mist" / "checkpoint_last.pt")])
+             "--ar-checkpoint", str(tmp_path / "mist" / "checkpoint_last.pt")], cwd=REPO)
     rows = json.loads((tmp_path / "BENCHMARK_quick.json").read_text())["decoding"]
     assert "LevT (up to 10 iterations)" in rows and all(r["1"]["median_ms"] > 0 for r in rows.values())
     assert "same-encoder AR, beam 4" in rows and "same-encoder AR, blocks of 4" not in rows
@@ -102,17 +101,28 @@ def test_latency_with_trained_checkpoints_lets_every_system_predict_its_length(d
     report = (tmp_path / "BENCHMARK_quick.md").read_text()
     assert "predicts its own output length" in report and "trained" in report
     # a missing baseline is one clear line
-    bad = run_cli([sys.executable, f"{REPO}/benchmarks/latency.py", "--quick", "--data", str(data),
-                   "--baselines", str(tmp_path / "nothing"), "--out", str(tmp_path)], check=False)
+    bad = run_cli([sys.executable, "-m", "benchmarks.latency", "--quick", "--data", str(data),
+                   "--baselines", str(tmp_path / "nothing"), "--out", str(tmp_path)], cwd=REPO, check=False)
     assert bad.returncode != 0 and "run_baselines.sh" in bad.stderr
 
 
 def test_fast_path_pieces_quick(tmp_path):
     """Each fast-path replacement is timed beside what it replaces; the report names the command."""
     out = tmp_path / "pieces.md"
-    run_cli([sys.executable, f"{REPO}/benchmarks/fast_path_pieces.py", "--quick", "--out", str(out)])
+    run_cli([sys.executable, "-m", "benchmarks.fast_path_pieces", "--quick", "--out", str(out)], cwd=REPO)
     text = out.read_text()
     rows = re.findall(r"^\| (output projection|label-smoothed loss|dropout|attention)[^|]*\| ([\d.]+) \| ([\d.]+) \| [\d.]+x \|$",
                       text, re.M)
     assert [r[0] for r in rows] == ["output projection", "label-smoothed loss", "dropout", "attention"]
-    assert "python benchmarks/fast_path_pieces.py --quick" in text
+    assert "python -m benchmarks.fast_path_pieces --quick" in text
+
+
+def test_vocab_reduce_quick(tmp_path):
+    """Each chunked vocabulary reduction is timed beside the one-shot one it replaces; the report
+    names the command (run as a module, no sys.path edits)."""
+    out = tmp_path / "reduce.md"
+    run_cli([sys.executable, "-m", "benchmarks.vocab_reduce", "--quick", "--reps", "1", "--out", str(out)], cwd=REPO)
+    text = out.read_text()
+    rows = re.findall(r"^\| (choose|score): [^|]*\|[^|]*\|[^|]*\| ([\d.]+) \| ([\d.]+) \| [\d.]+x \|$", text, re.M)
+    assert [r[0] for r in rows] == ["choose", "score"]
+    assert "python -m benchmarks.vocab_reduce --quick" in text

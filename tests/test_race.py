@@ -1,4 +1,4 @@
-"""The serving race (benchmarks/race.py) end to end on tiny models: a Fairseq AR transformer trained
+"""The serving race (benchmarks.race) end to end on tiny models: a Fairseq AR transformer trained
 by the baselines script, converted with CTranslate2's Fairseq converter, raced against the MIST
 generator in PyTorch and ONNX Runtime."""
 
@@ -30,10 +30,10 @@ def test_race_runs_every_system_and_reports(trained, data, tmp_path):
     python_cli("mist_fairseq.export", str(ckpt), "--data", str(data / "bin"), "--out", str(tmp_path / "export"),
                "--int8")
     out = tmp_path / "docs"
-    run_cli([sys.executable, os.path.join(REPO, "benchmarks", "race.py"), "--data", str(data), "--mist", str(ckpt),
+    run_cli([sys.executable, "-m", "benchmarks.race", "--data", str(data), "--mist", str(ckpt),
              "--export", str(tmp_path / "export"), "--fairseq-ar", str(tmp_path / "ar" / "ar" / "checkpoint_last.pt"),
              "--fairseq-data", str(tmp_path / "ar" / "bin"), "--n", "8", "--batch-sizes", "1", "4", "--warmup", "1",
-             "--threads", "1", "--pause-ms", "5", "--out", str(out)])
+             "--threads", "1", "--pause-ms", "5", "--out", str(out)], cwd=REPO)
     report = json.loads((out / "RACE.json").read_text())
     names = [r["system"] for r in report["rows"]]
     assert names == ["MIST, PyTorch fp32", "MIST, ONNX Runtime fp32", "MIST, ONNX Runtime int8",

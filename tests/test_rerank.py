@@ -80,6 +80,24 @@ def test_rescoring_picks_the_candidate_the_scorer_prefers(small_dict, separate):
     assert changed > 0  # the scorer's choice is not the NAR pass's own on these inputs
 
 
+def test_a_separate_scorer_encodes_each_source_once(small_dict):
+    """k candidates of a source share one source pass of the scorer: it sees B rows, not B * k, and
+    the scores equal those of the pass over the repeated rows."""
+    decoder, other = models(small_dict)
+    src, _ = toy_batch(small_dict, n=6, seed=3)
+    k = 3
+    gen = MistGenerator(small_dict, length_beam=k)
+    cands, src_k = candidates(gen, decoder, src)
+    seen = []
+    encode = other.encode_source
+    other.encode_source = lambda s: seen.append(s.size(0)) or encode(s)
+    fast = ARRescorer(other).score(decoder, None, src_k, cands, k)
+    assert seen == [src.size(0)]
+    slow = ARRescorer(other).score(decoder, None, src_k, cands)  # k = 1: every row its own pass
+    assert seen[-1] == src.size(0) * k
+    assert torch.allclose(fast, slow, atol=1e-5)
+
+
 def fake_task(two_stream_blocks):
     from mist_fairseq.tasks.mist_nar import MistNARTask
 

@@ -27,8 +27,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, *args, log=None):
-        self.port = free_port()
+    def __init__(self, *args, log=None, port=None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
         self.log = open(log, "w") if log else subprocess.DEVNULL
@@ -208,9 +208,9 @@ def test_cli_errors(trained):
 
 
 def test_load_and_fault_benchmark(export_dir, data, tmp_path):
-    """benchmarks/serve_load.py: bounded, loopback; every good answer equals a lone request's, every
+    """benchmarks.serve_load: bounded, loopback; every good answer equals a lone request's, every
     malformed one is a 4xx with a message, and requests were batched."""
-    out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "serve_load.py"), "--model", str(export_dir),
+    out = subprocess.run([sys.executable, "-m", "benchmarks.serve_load", "--model", str(export_dir),
                           "--sources", str(data / "raw" / "test.src"), "--n-sources", "10", "--clients", "6",
                           "--requests", "60", "--rounds", "2", "--bad-share", "0.3", "--threads", "1", "--max-wait-ms", "20",
                           "--port", str(free_port()), "--out", str(tmp_path)],

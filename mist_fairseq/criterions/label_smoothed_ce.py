@@ -5,7 +5,7 @@ z (N, V) without materialising log p: the forward keeps one fp32 value per row (
 backward writes d loss / dz = (softmax(z) - (1 - ls) * onehot(target) - ls / V) / N straight into
 z's dtype. Chunks of rows are up-cast to fp32 one at a time, so the fp32 temporaries stay in cache.
 On the CPU fast path (bf16 logits of 800 x 30,522) this is 2.4x faster than log_softmax + nll_loss +
-mean with their backward passes over fp32 logits (benchmarks/fast_path_pieces.py), with the same
+mean with their backward passes over fp32 logits (benchmarks.fast_path_pieces), with the same
 value to ~1e-7.
 """
 

@@ -11,6 +11,8 @@ from typing import List
 
 import torch
 
+from mist_fairseq.models.vocab_ops import choose_rows
+
 
 def dedup_consecutive(tokens: torch.Tensor, scores: torch.Tensor, pad: int):
     """Removes consecutive repeats of a token (MIST's post-processing). tokens, scores: (B, T),
@@ -47,10 +49,8 @@ def to_hypos(tokens, scores, sentence_scores, steps: int, pad: int) -> List[dict
 
 class MistGenerator:
     def __init__(self, tgt_dict, decode_iters: int = 1, strategy: str = "mist", length_beam: int = 1,
-                 min_length: int = 2, dedup: bool = True, use_cache: bool = True, rescorer=None):
-        """use_cache=False recomputes the source inside every target pass (one full
-        ``[CLS] X [SEP] Y`` forward), for the benchmark's with/without-cache comparison.
-        rescorer: an :class:`~mist_fairseq.generators.rerank.ARRescorer` that picks among the
+                 min_length: int = 2, dedup: bool = True, rescorer=None):
+        """rescorer: an :class:`~mist_fairseq.generators.rerank.ARRescorer` that picks among the
         length-beam candidates (None: their own mean log-prob)."""
         if decode_iters < 1:
             raise ValueError(f"--mist-decode-iters must be >= 1, got {decode_iters}")
@@ -60,7 +60,6 @@ class MistGenerator:
         self.mask = tgt_dict.mask()
         self.decode_iters, self.strategy = decode_iters, strategy
         self.length_beam, self.min_length, self.dedup = length_beam, min_length, dedup
-        self.use_cache = use_cache
         self.rescorer = rescorer
         # never produced inside a target; [SEP] only in the final slot
         self.never_inside = torch.tensor([self.pad, self.bos, self.mask, self.eos])
@@ -68,10 +67,7 @@ class MistGenerator:
     def predict_pass(self, model, state, tgt, src):
         """One target pass. tgt (B, T) -> (tokens (B, T), log-probs (B, T)); the last real slot is
         [SEP], the rest avoid special tokens. src (B, S): the source ``state`` was computed from."""
-        if self.use_cache:
-            logits = model.decode_target(state, tgt)
-        else:
-            logits = model.mlm_head(model.encoder.forward_full(model.add_cls(src), tgt)[:, -tgt.size(1):])
+        logits = model.decode_target(state, tgt)
         real = tgt.ne(self.pad)
         return self.choose(logits, real, last_real(real))
 
@@ -79,14 +75,12 @@ class MistGenerator:
         """logits (B, R, V) at R target slots; real, last: (B, R) bool, the slots that exist and the
         one holding the final [SEP]. Returns (tokens (B, R), log-probs (B, R)): [SEP] in the last
         slot, the best non-special token elsewhere, pad/0 where not real."""
-        logits = logits.float()
-        # log-prob of the argmax = max logit - logsumexp: no (B, T, V) log-softmax tensor is built
-        lse = logits.logsumexp(-1)
-        eos_lp = logits[..., self.eos] - lse
-        logits.index_fill_(-1, self.never_inside.to(logits.device), float("-inf"))
-        best, tokens = logits.max(-1)
+        # best - logsumexp in row chunks: no (B, R, V) log-softmax or fp32 copy of the logits is built
+        best, tokens, eos_lp = choose_rows(logits.reshape(-1, logits.size(-1)),
+                                           self.never_inside.to(logits.device), self.eos)
+        best, tokens, eos_lp = (t.view(logits.shape[:-1]) for t in (best, tokens, eos_lp))
         tokens = torch.where(last, torch.full_like(tokens, self.eos), tokens)
-        scores = torch.where(last, eos_lp, best - lse)
+        scores = torch.where(last, eos_lp, best)
         return tokens.masked_fill(~real, self.pad), scores.masked_fill(~real, 0.0)
 
     def predict_lengths(self, model, state) -> torch.Tensor:
@@ -127,7 +121,7 @@ class MistGenerator:
         if self.dedup:
             tokens, scores = dedup_consecutive(tokens, scores, self.pad)
         if k > 1 and self.rescorer is not None:
-            mean = self.rescorer.score(model, state, src, tokens)
+            mean = self.rescorer.score(model, state, src, tokens, k)
         if k > 1:  # best mean log-prob among each source's k lengths
             best = mean.view(bsz, k).argmax(1) + torch.arange(bsz, device=tokens.device) * k
             tokens, scores, mean = tokens[best], scores[best], mean[best]
@@ -145,7 +139,7 @@ class MistGenerator:
         for it in range(1, self.decode_iters):
             if self.strategy == "mist":
                 mixed_src = model.mix_source(tokens, src)
-                mixed = model.encode_source(mixed_src) if self.use_cache else None
+                mixed = model.encode_source(mixed_src)
                 tokens, scores = self.predict_pass(model, mixed, tgt, mixed_src)
             else:  # mask-predict: re-mask the n least confident, n = L * (N - it) / N
                 n_mask = (n_real.float() * (self.decode_iters - it) / self.decode_iters).long()

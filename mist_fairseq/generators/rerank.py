@@ -37,12 +37,17 @@ class ARRescorer:
         return self.scorer
 
     @torch.no_grad()
-    def score(self, decoder, state, src: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens: (N, T) right-padded candidates, each ending in [SEP]; src: (N, S) their sources;
-        state: the decoding model's source state of src (reused when the scorer is that model).
-        Returns (N,) the scorer's mean log-prob per real token ([SEP] counted)."""
+    def score(self, decoder, state, src: torch.Tensor, tokens: torch.Tensor, k: int = 1) -> torch.Tensor:
+        """tokens: (N, T) right-padded candidates, each ending in [SEP]; src: (N, S) their sources,
+        each source repeated on k consecutive rows (N = B * k); state: the decoding model's source
+        state of src (reused when the scorer is that model). Returns (N,) the scorer's mean log-prob
+        per real token ([SEP] counted)."""
         model = self._model(decoder)
-        scorer_state = state if model is decoder else model.encode_source(src)
+        if model is decoder:
+            scorer_state = state
+        else:  # the scorer's own source pass, once per source, read by its k candidates
+            order = torch.arange(src.size(0) // k, device=src.device).repeat_interleave(k)
+            scorer_state = model.encode_source(src[::k]).index_select(order)
         lp = model.score_targets(scorer_state, tokens)
         real = tokens.ne(model.pad)
         return lp.masked_fill(~real, 0.0).sum(1) / real.sum(1).clamp(min=1).to(lp.dtype)

@@ -120,7 +120,7 @@ class BertLayer(nn.Module):
         dropout_p = self.attention_dropout if self.training else 0.0
         if fast:
             # at our lengths (< 100 keys, head size 32) the plain math kernel's forward + backward
-            # is 1.6x faster on CPU than the flash kernel (benchmarks/fast_path_pieces.py); fp32
+            # is 1.6x faster on CPU than the flash kernel (benchmarks.fast_path_pieces); fp32
             with sdpa_kernel(SDPBackend.MATH):
                 a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         else:

@@ -2,7 +2,7 @@
 weights, and a cheaper dropout mask.
 
 On a CPU with bf16 dot-product instructions (avx512_bf16, AMX) a bf16 matrix product runs several
-times faster than an fp32 one (benchmarks/fast_path_pieces.py: the 30,522-word output projection of
+times faster than an fp32 one (benchmarks.fast_path_pieces: the 30,522-word output projection of
 800 positions, forward + backward, 2.2x on a 2-core AMD EPYC without AMX). ``torch.autocast`` gets little of
 that at our training shapes because it also moves attention, whose bf16 backward is slow on CPU, to
 bf16. Here only the linear layers change: inputs and weights are rounded to bf16 for the product
@@ -15,7 +15,7 @@ would be one more pass over every activation.
 
 Dropout: ``F.dropout`` draws one Bernoulli number per element, which on this CPU costs more than the
 product next to it; :func:`fast_dropout` takes four 15-bit uniform numbers from each 64-bit random
-word instead (2.7x faster in benchmarks/fast_path_pieces.py), so the drop probability is rounded to a multiple of 2^-15 (0.1 ->
+word instead (2.7x faster in benchmarks.fast_path_pieces), so the drop probability is rounded to a multiple of 2^-15 (0.1 ->
 0.100006) and the kept values are scaled by 1 / (1 - that), keeping the expectation exact.
 
 Shapes: x (..., in), weight (out, in), bias (out,) -> (..., out).

@@ -22,6 +22,7 @@ from mist_fairseq.models.bert_encoder import ACTIVATIONS, BertEncoder, MLMHead, 
 from mist_fairseq.models import pretrained, streams
 from mist_fairseq.models.contract import TokenOps
 from mist_fairseq.models.fast_path import Dropout, Linear, bf16_matmul_supported
+from mist_fairseq.models.vocab_ops import row_logsumexp
 
 logger = logging.getLogger(__name__)
 
@@ -210,8 +211,8 @@ class MistNARModel(BaseFairseqModel, TokenOps):
         blocks of 1). tgt: (B, T) right-padded, each row ending in [SEP]. Returns (B, T) log p(tgt_t |
         source, tgt_<t) in fp32, 0 at padding."""
         real = tgt.ne(self.pad)
-        logits = self.block_logits(state, tgt, 1, real).float()
-        lp = logits.log_softmax(-1).gather(1, tgt[real].unsqueeze(1)).squeeze(1)
+        logits = self.block_logits(state, tgt, 1, real)  # (N, V), N real positions
+        lp = logits.gather(1, tgt[real].unsqueeze(1)).squeeze(1).float() - row_logsumexp(logits)
         return torch.zeros(tgt.shape, dtype=lp.dtype, device=tgt.device).masked_scatter(real, lp)
 
     def decode_step(self, state: SourceState, cache: Optional[streams.MainCache],
