@@ -1,4 +1,4 @@
-"""The service's life cycle under load: SIGTERM answers every request already in flight and exits 0;
+"""The service's life cycle under load: SIGTERM answers every request already in flight, then exits;
 after kill -9 the service restarts on the same port and answers as before."""
 
 import signal
@@ -27,7 +27,10 @@ def test_sigterm_drains_in_flight_requests(export_dir, data, tmp_path):  # noqa:
         answers = [f.result() for f in futures]
     assert [a.status_code for a in answers] == [200] * len(sources)
     assert [a.json()["outputs"][0] for a in answers] == want
-    assert s.proc.wait(60) == 0
+    # it exits by itself once drained; uvicorn re-raises the signal after its shutdown, so the status
+    # is that of SIGTERM (or 0 on versions that do not)
+    assert s.proc.wait(60) in (0, -signal.SIGTERM)
+    assert "Finished server process" in (tmp_path / "serve.log").read_text()
 
 
 def test_kill_9_then_restart_on_the_same_port(export_dir, data, tmp_path):  # noqa: F811
