@@ -12,7 +12,7 @@ setup(
     version="0.1.0",
     description="MIST (Mix Source and pseudo Target) non-autoregressive generation for Fairseq",
     packages=find_packages(include=["mist_fairseq", "mist_fairseq.*"]),
-    package_data={"mist_fairseq": ["resources/*/*"]},
+    package_data={"mist_fairseq": ["resources/*/*", "recipes/*.yaml"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.4,<=2.14.1",  # 2.13.0 satisfies it: a CPU install never pulls a CUDA build

@@ -105,6 +105,8 @@ def main(argv=None):
     p.add_argument("--modes-checkpoint", help="mist_nar checkpoint trained with the two-stream loss whose semi-NAR "
                    "and AR rows are timed (default: the MIST model: the same computation; with unpinned lengths "
                    "each model's own outputs set how many steps run)")
+    p.add_argument("--ctc-checkpoint", nargs="+", help="mist_nar checkpoints trained with --ctc: adds each one's "
+                   "single-pass rows, named by its slot ratio (slots from the source length, never pinned)")
     p.add_argument("--ar-checkpoint", help="an AR-only mist_nar checkpoint (same encoder): adds its greedy and beam-4 rows")
     p.add_argument("--baselines", help="folder of trained baselines (RUNS of run_baselines.sh: ar/ nat/ cmlm/ levt/)")
     p.add_argument("--baseline-checkpoint", default="checkpoint_best.pt", help="checkpoint file name in each baseline folder")

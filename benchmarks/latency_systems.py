@@ -11,6 +11,7 @@ from fairseq.iterative_refinement_generator import IterativeRefinementGenerator
 from fairseq.sequence_generator import SequenceGenerator
 
 from mist_fairseq.generators.block_generator import ARGenerator, SemiNARGenerator
+from mist_fairseq.generators.ctc_generator import CTCGenerator
 from mist_fairseq.generators.mist_generator import MistGenerator, last_real
 from mist_fairseq.generators.rerank import ARRescorer
 
@@ -73,7 +74,7 @@ class NoCacheGenerator(MistGenerator):
 
 
 def mode_systems(args, mist, d, label, checkpoint=None, ar_only=False):
-    """Semi-NAR and AR rows (issue 15) of ``checkpoint`` (a model trained with the two-stream loss;
+    """Semi-NAR and AR rows of ``checkpoint`` (a model trained with the two-stream loss;
     default: the MIST model itself, which times the same computation). Pinned lengths: semi-NAR's
     length prediction is replaced, AR decodes exactly the batch's longest reference length."""
     model = load_mist(checkpoint, args.bin)[1] if checkpoint else mist
@@ -112,6 +113,23 @@ def rescore_systems(mist, d, scorer):
     return rows
 
 
+def ctc_systems(args, d):
+    """Each --ctc-checkpoint: greedy, prefix beam 5, and (with --ar-checkpoint) prefix beam 5 rescored by
+    the AR model, named by the checkpoint's slot ratio; slots follow the source length, so nothing is
+    pinned."""
+    rescorer = ARRescorer(load_mist(args.ar_checkpoint, args.bin)[1]) if args.ar_checkpoint else None
+    rows = []
+    for path in args.ctc_checkpoint:
+        model = load_mist(path, args.bin)[1]
+        gens = [("", CTCGenerator(d)), (", prefix beam 5", CTCGenerator(d, beam=5))]
+        if rescorer is not None:
+            gens.append((", prefix beam 5, AR-rescored", CTCGenerator(d, beam=5, rescorer=rescorer)))
+        rows += [System(f"CTC single pass ({model.upsample_ratio:g} x source slots){name}",
+                        lambda sample, gold_len, gen=gen, model=model: gen.generate([model], sample))
+                 for name, gen in gens]
+    return rows
+
+
 def make_systems(args, tmp):
     if args.mist_checkpoint:  # a trained model, built from its own configuration
         mtask, mist = load_mist(args.mist_checkpoint, args.bin)
@@ -144,6 +162,8 @@ def make_systems(args, tmp):
     ]
 
     systems += mode_systems(args, mist, d, "MIST", args.modes_checkpoint)
+    if args.ctc_checkpoint:
+        systems += ctc_systems(args, d)
     if args.ar_checkpoint:
         systems += mode_systems(args, mist, d, "same-encoder AR", args.ar_checkpoint, ar_only=True)
         systems += rescore_systems(mist, d, load_mist(args.ar_checkpoint, args.bin)[1])

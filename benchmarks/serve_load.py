@@ -7,10 +7,11 @@ writes what it measured.
 
 Rounds after a warm-up: (1) good requests only, repeated --rounds times: throughput, p50/p95/p99
 latency, errors (must be 0), batching factor (requests per model call, from the server's own
-counters), and how many answers differ from the answer the same input gets as a lone request (0 for
-fp32; int8 quantizes activations per call over the whole batch, so its answers can depend on their
-batch-mates); (2) the same with a share of malformed requests (every kind the service rejects): each
-must get a 4xx with a message, and the good ones must still succeed. Resident memory of the server
+counters), and how many answers differ from the answer the same input gets as a lone request (0 on
+every backend: int8 decodes one input a pass, since its activation scales are computed per call); (2) the same with a share of malformed requests (every kind the service rejects): each
+must get a 4xx with a message, and the good ones must still succeed; (3) with --slow-clients /
+--leaving-clients, good requests again beside connections that stall in their headers and clients
+that hang up right after sending. Resident memory of the server
 after the warm-up and after every round shows whether it grows. Writes OUT/SERVE_LOAD.md and .json.
 """
 
@@ -19,8 +20,10 @@ import json
 import os
 import random
 import statistics
+import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -41,7 +44,8 @@ MALFORMED = [
 def start_server(args, port):
     cmd = [sys.executable, "-m", "mist_fairseq.serve", "--model", args.model, "--backend", args.backend,
            "--precision", args.precision, "--port", str(port), "--max-batch", str(args.max_batch),
-           "--max-wait-ms", str(args.max_wait_ms), "--no-access-log", "--log-level", "error"]
+           "--max-wait-ms", str(args.max_wait_ms), "--header-timeout", str(args.header_timeout),
+           "--no-access-log", "--log-level", "error"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.backend == "torch":
@@ -84,6 +88,54 @@ def run_round(url, jobs, clients):
     return results, wall, before, after
 
 
+class Hostile:
+    """Background clients for one round: ``slow`` connections that send half a request line and then
+    nothing (each reopened once the server closes it), and ``leaving`` clients that send a whole request
+    and close at once (over and over). Counts the slow connections the server closed."""
+
+    def __init__(self, port, slow, leaving):
+        self.port, self.stop, self.closed_by_server, self.left = port, threading.Event(), 0, 0
+        self.threads = [threading.Thread(target=self.slow_one, daemon=True) for _ in range(slow)]
+        self.threads += [threading.Thread(target=self.leaving_one, daemon=True) for _ in range(leaving)]
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+    def slow_one(self):
+        while not self.stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+                    c.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Ty")
+                    while not self.stop.is_set():
+                        try:
+                            if c.recv(100) == b"":
+                                self.closed_by_server += 1
+                                break
+                        except socket.timeout:
+                            continue
+            except OSError:
+                time.sleep(0.1)
+
+    def leaving_one(self):
+        body = json.dumps({"inputs": ["How can I learn Python fast?"]}).encode()
+        while not self.stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as c:
+                    c.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                self.left += 1
+                time.sleep(0.05)
+            except OSError:
+                time.sleep(0.1)
+
+
 def pct(values, q):
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
@@ -119,6 +171,11 @@ def main(argv=None):
     p.add_argument("--requests", type=int, default=800, help="requests per round")
     p.add_argument("--bad-share", type=float, default=0.25, help="malformed share in the last round")
     p.add_argument("--rounds", type=int, default=3, help="rounds of good requests before the malformed one")
+    p.add_argument("--slow-clients", type=int, default=0,
+                   help="a last good round beside this many connections that stall in their headers")
+    p.add_argument("--leaving-clients", type=int, default=0,
+                   help="... and this many clients that send a request and hang up at once, over and over")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="the server's --header-timeout")
     p.add_argument("--threads", type=int, default=None, help="server compute threads")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
@@ -152,6 +209,16 @@ def main(argv=None):
             else:
                 jobs2.append((json.dumps({"inputs": [sources[i % len(sources)]]}), "good", i % len(sources)))
         r2 = summarize(jobs2, *run_round(url, jobs2, args.clients), want)
+        hostile = None
+        if args.slow_clients or args.leaving_clients:
+            rng.shuffle(jobs1)
+            with Hostile(args.port, args.slow_clients, args.leaving_clients) as h:
+                start = time.time()
+                hostile = summarize(jobs1, *run_round(url, jobs1, args.clients), want)
+                # long enough for the server's header timeout to have closed the stalled connections
+                time.sleep(max(0.0, start + 1.5 * args.header_timeout + 1 - time.time()))
+            hostile.update({"slow_clients": args.slow_clients, "slow_closed_by_server": h.closed_by_server,
+                            "leaving_clients": args.leaving_clients, "requests_left_unread": h.left})
         health = requests.get(url + "/health").json()
     finally:
         proc.terminate()
@@ -160,7 +227,7 @@ def main(argv=None):
               "command": "python -m benchmarks.serve_load " + " ".join(argv if argv is not None else sys.argv[1:]),
               "backend": health["backend"], "clients": args.clients, "max_batch": args.max_batch,
               "max_wait_ms": args.max_wait_ms, "threads": args.threads, "n_sources": len(sources),
-              "good_only": r1, "good_only_rounds": rounds, "with_malformed": r2,
+              "good_only": r1, "good_only_rounds": rounds, "with_malformed": r2, "with_hostile_clients": hostile,
               "rss_mb": {"after_warmup": rss0, "after_good_rounds": rss, "after_malformed_round": health["rss_mb"]}}
     os.makedirs(args.out, exist_ok=True)
     write_atomic(os.path.join(args.out, args.name + ".json"), json.dumps(report, indent=1) + "\n")
@@ -172,6 +239,9 @@ def main(argv=None):
 def render(r):
     rows = [(f"good requests only, round {i + 1}", x) for i, x in enumerate(r["good_only_rounds"])]
     rows.append(("with malformed requests", r["with_malformed"]))
+    h = r.get("with_hostile_clients")
+    if h:
+        rows.append((f"beside {h['slow_clients']} slow-header and {h['leaving_clients']} hang-up clients", h))
     lines = [f"# Service load and fault test ({r['backend']})", "",
              f"`{r['command']}`", "",
              f"{r['date']}, {r['platform']}, {r['cpus']} CPUs; {r['clients']} concurrent clients on loopback, one input "
@@ -190,6 +260,9 @@ def render(r):
     lines += ["", f"Server resident memory (MiB): {m['after_warmup']} after the warm-up; "
               + ", ".join(f"{v} after round {i + 1}" for i, v in enumerate(m["after_good_rounds"]))
               + f"; {m['after_malformed_round']} after the malformed round.", ""]
+    if h:
+        lines += [f"Hostile round: the server closed {h['slow_closed_by_server']} stalled connections (--header-timeout); "
+                  f"{h['requests_left_unread']} requests were sent by clients that hung up at once.", ""]
     return "\n".join(lines)
 
 

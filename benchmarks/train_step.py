@@ -5,7 +5,7 @@
 
 Each setting is a real ``fairseq.trainer.Trainer.train_step`` (forward, backward, gradient clipping,
 optimizer step) on MiniLM-L6 with the configuration the quickstart and table scripts train
-(``examples/common.sh`` RECIPE=plugin), in its own worker process so that its peak memory (peak RSS)
+(``mist_fairseq/recipes/plugin.yaml``), in its own worker process so that its peak memory (peak RSS)
 is its own. Timing is interleaved: round r sends the same batch r to every worker in turn, so drift
 of the machine hits all settings alike, and each speed-up is the median over rounds of the paired
 ratio (same batch, same round). A warm-up round is not timed. Finally one step of each MIST worker
@@ -27,21 +27,18 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from benchmarks.report_io import platform_line, prepare_shipped_data, replace_section, write_atomic
+from mist_fairseq.recipes import flags
 
-# the plugin recipe of examples/common.sh (what the quickstart and the table scripts train)
-RECIPE = ["--glat-hamming", "first", "--length-loss-factor", "0.1", "--tie-output-embeddings",
-          "--target-keep-prob", "0", "--target-random-prob", "0",
-          "--lr", "3e-4", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100",
-          "--attention-dropout", "0", "--clip-norm", "1.0"]
-FP32 = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.999)"]
-FAST = ["--cpu-fast-path", "--optimizer", "fused_adamw", "--adam-betas", "(0.9, 0.999)"]
-SETTINGS = {
-    "MIST train step, fp32": ["--mix-mode", "dynamic"] + FP32,
-    "MIST train step, fast path": ["--mix-mode", "dynamic"] + FAST,
+# the plugin recipe (mist_fairseq/recipes/plugin.yaml: what the quickstart and the table scripts train)
+# at this benchmark's lr and warm-up, in plain fp32 or on the CPU fast path
+RECIPE = ["optimization.lr=[0.0003]", "lr_scheduler.warmup_updates=100"]
+SETTINGS = {  # row -> (mix mode, recipe overrides, on the fast path)
+    "MIST train step, fp32": ("dynamic", RECIPE, False),
+    "MIST train step, fast path": ("dynamic", RECIPE, True),
     # the fast path with Fairseq's own adam: what the optimizer step alone is worth
-    "MIST train step, fast path with Fairseq's adam": ["--mix-mode", "dynamic", "--cpu-fast-path"] + FP32,
-    "no-mix train step, fp32": ["--mix-mode", "none"] + FP32,
-    "no-mix train step, fast path": ["--mix-mode", "none"] + FAST,
+    "MIST train step, fast path with Fairseq's adam": ("dynamic", RECIPE + ["model.cpu_fast_path=true"], False),
+    "no-mix train step, fp32": ("none", RECIPE, False),
+    "no-mix train step, fast path": ("none", RECIPE, True),
 }
 PAIRS = {  # row -> its fp32 reference
     "MIST train step, fast path": "MIST train step, fp32",
@@ -104,15 +101,16 @@ def pick_batches(bin_dir, n_batches, batch_size, seed=1):
 def run(args):
     common = [args.bin, "--user-dir", os.path.join(REPO, "mist_fairseq"), "--task", "mist_nar",
               "--arch", args.arch, "--criterion", "mist", "--batch-size", str(args.batch_size),
-              "--max-update", "100000", "--num-workers", "0", "--seed", "1"] + RECIPE
+              "--max-update", "100000", "--num-workers", "0", "--seed", "1"]
     if args.pretrained:
         common += ["--pretrained-encoder", args.pretrained]
     batches = pick_batches(args.bin, args.rounds + 1, args.batch_size)
     ctx = mp.get_context("spawn")
     workers = {}
-    for name, extra in SETTINGS.items():
+    for name, (mix_mode, overrides, fast_path) in SETTINGS.items():
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=worker, args=(common + extra, batches, args.threads, child), daemon=True)
+        argv = common + ["--mix-mode", mix_mode] + flags("plugin", overrides, fast_path)
+        proc = ctx.Process(target=worker, args=(argv, batches, args.threads, child), daemon=True)
         proc.start()
         workers[name] = (proc, parent)
     for _, conn in workers.values():  # wait until every worker has built its trainer (they build together)

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from collect_rows import load, scored_row, test_split
+from collect_rows import load, scored_rows, test_split
 
 from mist_fairseq import score as scorer
 
@@ -50,19 +50,8 @@ def main(argv=None):
     if not os.path.exists(base_path):
         sys.exit(f"error: {base_path} missing: the raw-data no-mixing student is the reference of every comparison")
     base = scorer.read_hypotheses(base_path)
-    out = {"copy the source": scorer.score("quora", srcs, refs, srcs, meteor=False)}
-    for label, run, name, bench_row in rows_to_read():
-        path = os.path.join(args.root, f"quora_{run}", name)
-        if not os.path.exists(path):
-            out[label] = {"missing": path}
-            continue
-        hyps, row = scored_row(path, os.path.join(args.root, f"quora_{run}"), refs, srcs)
-        if path != base_path:
-            row["vs_raw_nat"] = scorer.compare("quora", hyps, base, refs, samples=args.bootstrap_samples)
-        for bs in ("1", "16"):
-            row[f"batch{bs}_ms"] = bench.get(bench_row, {}).get(bs, {}).get("median_ms")
-        row["bench_row"] = bench_row
-        out[label] = row
+    out = scored_rows(rows_to_read(), args.root, refs, srcs, base, "vs_raw_nat",
+                      lambda label, run: label == "no mixing, raw: length beam 1", bench, args.bootstrap_samples)
     os.makedirs(args.out, exist_ok=True)
     scorer.write_json(os.path.join(args.out, "kd.json"), out)
     table = format_table(out)
@@ -72,14 +61,15 @@ def main(argv=None):
     plot(out, os.path.join(args.out, "kd.png"))
 
 
-def format_table(out):
-    lines = ["| system (Quora test, 4,000) | updates (chosen / trained) | BLEU-4 | vs no mixing, raw, beam 1 "
+def format_table(out, reference="no mixing, raw, beam 1", key="vs_raw_nat"):
+    """out: label -> scored row, the paired bootstrap against the reference under ``key``."""
+    lines = [f"| system (Quora test, 4,000) | updates (chosen / trained) | BLEU-4 | vs {reference} "
              "[95% CI] | self-BLEU | iBLEU | batch-1 ms | batch-16 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for label, row in out.items():
         if "missing" in row:
             lines.append(f"| {label} | missing | | | | | | |")
             continue
-        cmp = row.get("vs_raw_nat")
+        cmp = row.get(key)
         diff = f"{cmp['diff']:+.2f} [{cmp['ci95'][0]:+.2f}, {cmp['ci95'][1]:+.2f}]" if cmp else "-"
         upd = f"{row['chosen_updates']} / {row['last_updates']}" if row.get("chosen_updates") else "-"
         ms = [f"{row[k]:.1f}" if row.get(k) else "-" for k in ("batch1_ms", "batch16_ms")]
@@ -88,7 +78,8 @@ def format_table(out):
     return "\n".join(lines) + "\n"
 
 
-def plot(out, path):
+def plot(out, path, title="Quora: distilled students, AR rescoring and the AR teacher, quality vs latency",
+         green="KD"):
     pts = [(label, row["batch1_ms"], row["BLEU-4"], row["iBLEU"]) for label, row in out.items()
            if row.get("batch1_ms")]
     if not pts:
@@ -105,7 +96,7 @@ def plot(out, path):
     copy = out["copy the source"]
     for ax, key, i in ((axes[0], "BLEU-4", 2), (axes[1], "iBLEU", 3)):
         for pt in pts:
-            color = "#c44" if pt[0].startswith("same-encoder") else "#2a7" if "KD" in pt[0] else "#36c"
+            color = "#c44" if pt[0].startswith("same-encoder") else "#2a7" if green in pt[0] else "#36c"
             ax.scatter(pt[1], pt[i], color=color)
             ax.annotate(pt[0], (pt[1], pt[i]), fontsize=6, xytext=(3, 2), textcoords="offset points")
         ax.axhline(copy[key], color="#999", linestyle="--", linewidth=1)
@@ -113,7 +104,7 @@ def plot(out, path):
         ax.set_xscale("log")
         ax.set_xlabel("ms per sentence, batch 1 (median, log scale)")
         ax.set_ylabel(f"test {key}")
-    fig.suptitle("Quora: distilled students, AR rescoring and the AR teacher, quality vs latency")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path + ".tmp.png", dpi=110)
     os.replace(path + ".tmp.png", path)

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from collect_rows import load, scored_row, test_split
+from collect_rows import load, scored_rows, test_split
 
 from mist_fairseq import score as scorer
 
@@ -44,19 +44,8 @@ def main(argv=None):
     if not os.path.exists(base_path):
         sys.exit(f"error: {base_path} missing: the NAR-only MIST row is the reference of every comparison")
     base = scorer.read_hypotheses(base_path)
-    out = {"copy the source": scorer.score("quora", srcs, refs, srcs, meteor=False)}
-    for label, run, name, bench_row in ROWS:
-        path = os.path.join(args.root, f"quora_{run}", name)
-        if not os.path.exists(path):
-            out[label] = {"missing": path}
-            continue
-        hyps, row = scored_row(path, os.path.join(args.root, f"quora_{run}"), refs, srcs)
-        if run != "dynamic":
-            row["vs_nar_mist"] = scorer.compare("quora", hyps, base, refs, samples=args.bootstrap_samples)
-        ms = bench.get(bench_row, {}).get("1", {}).get("median_ms")
-        row["batch1_ms"] = ms
-        row["bench_row"] = bench_row
-        out[label] = row
+    out = scored_rows(ROWS, args.root, refs, srcs, base, "vs_nar_mist", lambda label, run: run == "dynamic", bench,
+                      args.bootstrap_samples, batch_sizes=("1",))
     os.makedirs(args.out, exist_ok=True)
     scorer.write_json(os.path.join(args.out, "modes.json"), out)
     lines = ["| system (Quora test, 4,000) | updates (chosen / trained) | BLEU-4 | vs NAR-only MIST [95% CI] | "

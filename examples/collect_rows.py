@@ -30,3 +30,24 @@ def scored_row(path, run_dir, refs, srcs):
     row["chosen_updates"] = curve.get("best", {}).get("updates")
     row["last_updates"] = max((q["updates"] for q in curve.get("points", [])), default=None)
     return hyps, row
+
+
+def scored_rows(rows, root, refs, srcs, base, key, is_reference, bench, samples, batch_sizes=("1", "16")):
+    """The table collectors' loop. rows: (label, run, test output under ROOT/quora_RUN, benchmark row);
+    base: the reference hypotheses, compared with every row for which is_reference(label, run) is False
+    (paired bootstrap under ``key``); bench: benchmark rows by name. Returns label -> row, copying the
+    source first; a missing output is {"missing": path}."""
+    out = {"copy the source": scorer.score("quora", srcs, refs, srcs, meteor=False)}
+    for label, run, name, bench_row in rows:
+        path = os.path.join(root, f"quora_{run}", name)
+        if not os.path.exists(path):
+            out[label] = {"missing": path}
+            continue
+        hyps, row = scored_row(path, os.path.join(root, f"quora_{run}"), refs, srcs)
+        if not is_reference(label, run):
+            row[key] = scorer.compare("quora", hyps, base, refs, samples=samples)
+        for bs in batch_sizes:
+            row[f"batch{bs}_ms"] = bench.get(bench_row, {}).get(bs, {}).get("median_ms")
+        row["bench_row"] = bench_row
+        out[label] = row
+    return out

@@ -6,40 +6,27 @@
 # with the best dev BLEU-4 (otherwise: the best validation loss).
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-authors_recipe() {  # LR WARMUP: sets RECIPE_ARGS to the authors' recipe with that peak lr and warm-up
-  RECIPE_ARGS=(--optimizer adam --adam-betas '(0.9, 0.999)' --adam-eps 1e-8 --weight-decay 0.01
-    --lr "$1" --lr-scheduler polynomial_decay --warmup-updates "$2" --total-num-update "$UPDATES"
-    --end-learning-rate 0 --power 1 --dropout 0.1 --attention-dropout 0.1 --length-loss-factor 1)
+recipe_flags() {  # NAME [OVERRIDE...]: sets RECIPE_ARGS to mist_fairseq/recipes/NAME.yaml's fairseq-train flags,
+  # on the CPU fast path (bf16 matrix products, fused AdamW) unless FAST_PATH=0 (plain fp32)
+  local out fast=()
+  [ "${FAST_PATH:-1}" = 1 ] && fast=(--fast-path)
+  out=$(python -m mist_fairseq.recipes "$@" "${fast[@]}") || return 2
+  mapfile -t RECIPE_ARGS <<< "$out"
 }
 
 recipe_args() {  # sets the array RECIPE_ARGS: the optimisation recipe RECIPE (reads LR WARMUP UPDATES)
+  # the recipes themselves, with why: mist_fairseq/recipes/*.yaml
   case ${RECIPE:-plugin} in
-    # this plugin's CPU recipe (the default: it won on dev at CPU budgets, docs/RESULTS.md, faithful-MIST
-    # ablation row C): Adam, LR peak after WARMUP then inverse square root, no attention dropout, length
-    # loss weight 0.1, output projection tied to the word embeddings, glancing Hamming from the first
-    # pass (one no-grad pass fewer than the authors'), an all-[MASK] draft input (no kept/random tokens)
-    plugin) RECIPE_ARGS=(--optimizer adam --adam-betas '(0.9, 0.999)' --lr "$LR" --lr-scheduler inverse_sqrt
-              --warmup-updates "$WARMUP" --attention-dropout 0 --length-loss-factor 0.1 --tie-output-embeddings
-              --glat-hamming first --target-keep-prob 0 --target-random-prob 0) ;;
-    # the authors' recipe (kongds/MIST train.py): AdamW (Fairseq's adam decays weights decoupled, on all
-    # parameters; theirs exempts biases and LayerNorm), weight decay 0.01, lr 3e-5, 500 warm-up updates then
-    # linear decay to 0 at UPDATES, dropout and attention dropout 0.1, length loss weight 1, output
-    # projection untied (the model's default). Batch 64 is the caller's BATCH.
-    authors) authors_recipe 3e-5 500 ;;
+    # this plugin's CPU recipe (the default) at this run's peak lr and warm-up
+    plugin) recipe_flags plugin "optimization.lr=[$LR]" "lr_scheduler.warmup_updates=$WARMUP" || return 2 ;;
+    # the authors' recipe as they run it (lr 3e-5, 500 warm-up updates), decaying to 0 at UPDATES
+    authors) recipe_flags authors "lr_scheduler.total_num_update=$UPDATES" || return 2 ;;
     # the same with the peak lr and warm-up of a CPU budget of a few hundred updates (LR, WARMUP): at
     # lr 3e-5 with 500 warm-up updates, 300 updates train nothing (docs/RESULTS.md, faithful-MIST ablation)
-    authors-cpu) authors_recipe "$LR" "$WARMUP" ;;
+    authors-cpu) recipe_flags authors "optimization.lr=[$LR]" "lr_scheduler.warmup_updates=$WARMUP" \
+                   "lr_scheduler.total_num_update=$UPDATES" || return 2 ;;
     *) echo "unknown RECIPE=$RECIPE (plugin | authors | authors-cpu)" >&2; return 2 ;;
   esac
-  # FAST_PATH=1 (default): the CPU fast path (bf16 matrix products, fused AdamW: the same update as
-  # Fairseq's adam; docs/BENCHMARK.md "Training step"); FAST_PATH=0 trains in plain fp32
-  if [ "${FAST_PATH:-1}" = 1 ]; then
-    local i
-    for i in "${!RECIPE_ARGS[@]}"; do
-      [ "${RECIPE_ARGS[$i]}" = adam ] && [ "${RECIPE_ARGS[$((i - 1))]}" = --optimizer ] && RECIPE_ARGS[$i]=fused_adamw
-    done
-    RECIPE_ARGS+=(--cpu-fast-path)
-  fi
 }
 
 train_generate_score() {
@@ -57,7 +44,7 @@ train_generate_score() {
   # shellcheck disable=SC2086
   [ -e "$RUN/train.done" ] || fairseq-train "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --arch "$ARCH" \
     --criterion mist --mix-mode "$MODE" --pretrained-encoder "$PRETRAINED" "${RECIPE_ARGS[@]}" $EXTRA \
-    --clip-norm 1.0 --batch-size "$BATCH" --max-update "$UPDATES" \
+    --batch-size "$BATCH" --max-update "$UPDATES" \
     --save-dir "$RUN" --save-interval-updates "$INTERVAL" --no-epoch-checkpoints "${budget[@]}" \
     --log-format simple --log-interval "${LOG_INTERVAL:-50}" --num-workers 0 2>&1 | tee -a "$RUN/train.log"
   # a finished budgeted run is not resumed again (resuming would add an update past the budget)

@@ -3,7 +3,7 @@ small real paraphrase set (3,000 Quora pairs shipped in mist_fairseq/resources/q
 generate on 500 held-out pairs and print samples, scores and decoding speed.
 
     python -m mist_fairseq.quickstart [--workdir DIR] [--budget-minutes 10] [--targets kd|raw]
-        [--mix-mode none|dynamic]
+        [--mix-mode none|dynamic] [--ctc]
 
 The whole job is budgeted by wall time: training gets what is left of ``--budget-minutes`` after the
 steps before it and a reserve for the steps after it (measured on the machine at hand), capped at
@@ -15,7 +15,8 @@ The defaults (distilled targets, no mixing) won on the 300 dev pairs at this bud
 are worth more; ``--mix-mode dynamic`` trains MIST. Every step is a real CLI call (prepare,
 fairseq-train, fairseq-generate), printed before it runs, so
 the same commands work on your own data. Training resumes from
-DIR/checkpoints-TARGETS-MIXMODE/checkpoint_last.pt.
+DIR/checkpoints-TARGETS-MIXMODE[-ctc]/checkpoint_last.pt. ``--ctc`` trains a CTC output instead of the
+length head.
 """
 
 import argparse
@@ -30,6 +31,8 @@ import time
 import warnings
 
 import torch
+
+from mist_fairseq.recipes import flags as recipe_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "resources", "quora_small")
@@ -95,22 +98,18 @@ def train_command(args, data_bin, ckpt_dir, budget_s=None):
     (Fairseq's --stop-time-hours), None for none."""
     return (["fairseq-train", data_bin, "--user-dir", HERE, "--task", "mist_nar", "--arch", "mist_minilm_l6",
          "--criterion", "mist", "--mix-mode", args.mix_mode, "--pretrained-encoder", "minilm",
-         # the configuration that won on dev at CPU budgets (docs/RESULTS.md, faithful-MIST ablation, C):
-         # the authors' pseudo target and loss positions, this plugin's optimisation recipe
-         "--glat-hamming", "first", "--length-loss-factor", "0.1", "--tie-output-embeddings",
-         "--target-keep-prob", "0", "--target-random-prob", "0",
-         "--adam-betas", "(0.9, 0.999)", "--lr", str(args.lr),
-         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(args.warmup_updates),
          "--batch-size", str(args.batch_size), "--max-update", str(args.max_update),
-         "--attention-dropout", "0", "--clip-norm", "1.0",
          "--save-dir", ckpt_dir, "--no-epoch-checkpoints", "--save-interval-updates", "50",
          "--keep-interval-updates", "1", "--log-format", "simple", "--log-interval", "10",
          "--num-workers", "0", "--seed", "1", "--disable-validation"]
+            + (["--ctc"] if args.ctc else [])
             + (["--stop-time-hours", f"{budget_s / 3600:.5f}"] if budget_s else [])
-            + (["--cpu-fast-path", "--optimizer", "fused_adamw"] if args.fast_path else ["--optimizer", "adam"]))
+            # the plugin recipe (mist_fairseq/recipes/plugin.yaml: it won on dev at CPU budgets) at this job's lr
+            + recipe_flags("plugin", [f"optimization.lr=[{args.lr}]", f"lr_scheduler.warmup_updates={args.warmup_updates}"],
+                           fast_path=args.fast_path))
 
 
-def untrained_hypotheses(data_bin, split="test", batch_size=32):
+def untrained_hypotheses(data_bin, split="test", batch_size=32, ctc=False):
     """Generates with the pretrained encoder and fresh heads, before any update (in-process)."""
     import mist_fairseq  # noqa: F401  (registers the task/model)
     from fairseq import options, tasks
@@ -120,7 +119,7 @@ def untrained_hypotheses(data_bin, split="test", batch_size=32):
     args = options.parse_args_and_arch(parser, [
         data_bin, "--user-dir", HERE, "--task", "mist_nar", "--arch", "mist_minilm_l6",
         "--criterion", "mist", "--pretrained-encoder", "minilm", "--seed", "1", "--tie-output-embeddings",
-    ])
+    ] + (["--ctc"] if ctc else []))
     cfg = convert_namespace_to_omegaconf(args)
     torch.manual_seed(1)
     task = tasks.setup_task(cfg.task)
@@ -147,6 +146,9 @@ def parse_args(argv=None):
     p.add_argument("--mix-mode", choices=["dynamic", "none"], default="none",
                    help="'none': plain NAT with glancing (the dev winner at this budget); 'dynamic': MIST "
                    "(about twice the cost of an update)")
+    p.add_argument("--ctc", action="store_true",
+                   help="a CTC output (slots at twice the source length, no length to predict) instead of the "
+                   "length head")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per update")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
     p.add_argument("--warmup-updates", type=int, default=60, help="updates of linear learning-rate warm-up")
@@ -171,7 +173,7 @@ def main(argv=None):
     os.makedirs(args.workdir, exist_ok=True)
     prep = os.path.join(args.workdir, f"data-{args.targets}")
     data_bin = os.path.join(prep, "bin")
-    ckpt_dir = os.path.join(args.workdir, f"checkpoints-{args.targets}-{args.mix_mode}")
+    ckpt_dir = os.path.join(args.workdir, f"checkpoints-{args.targets}-{args.mix_mode}{'-ctc' if args.ctc else ''}")
     py = sys.executable
 
     print(f"== 1. prepare: WordPiece with the MiniLM vocab, binarize (fairseq-preprocess); train targets: "
@@ -186,7 +188,7 @@ def main(argv=None):
 
     print("== 2. the untrained model (MiniLM encoder, fresh MLM/length heads)", flush=True)
     t_untrained = time.time()
-    untrained = untrained_hypotheses(data_bin)
+    untrained = untrained_hypotheses(data_bin, ctc=args.ctc)
     untrained_s = time.time() - t_untrained
 
     budget_s = None
@@ -222,7 +224,8 @@ def main(argv=None):
     hyps = read_hypotheses(gen_path)
 
     print("== 5. scores on the 500 held-out pairs (BLEU-4 of pycocoevalcap, BERT-normalized text)", flush=True)
-    name = f"{'MIST' if args.mix_mode == 'dynamic' else 'NAT'}{', KD' if args.targets == 'kd' else ''}, {updates} updates"
+    name = (f"{'MIST' if args.mix_mode == 'dynamic' else 'NAT'}{', CTC' if args.ctc else ''}"
+            f"{', KD' if args.targets == 'kd' else ''}, {updates} updates")
     rows = {
         "untrained model": score("quora", untrained, refs, srcs, meteor=False),
         "copy the source": score("quora", srcs, refs, srcs, meteor=False),

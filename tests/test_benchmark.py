@@ -126,3 +126,21 @@ def test_vocab_reduce_quick(tmp_path):
     rows = re.findall(r"^\| (choose|score): [^|]*\|[^|]*\|[^|]*\| ([\d.]+) \| ([\d.]+) \| [\d.]+x \|$", text, re.M)
     assert [r[0] for r in rows] == ["choose", "score"]
     assert "python -m benchmarks.vocab_reduce --quick" in text
+
+
+def test_latency_times_a_ctc_checkpoint(data, tmp_path):
+    from conftest import USER_DIR
+
+    checkpoints = []
+    for ratio in ("2", "1.5"):  # two slot ratios, timed in one run
+        ck = tmp_path / f"ctc{ratio}"
+        run_cli(["fairseq-train", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar", "--arch",
+                 "mist_tiny", "--criterion", "mist", "--ctc", "--upsample-ratio", ratio, "--optimizer", "adam",
+                 "--lr", "5e-4", "--batch-size", "8", "--max-update", "2", "--save-dir", str(ck),
+                 "--no-epoch-checkpoints", "--disable-validation", "--num-workers", "0", "--seed", "1"])
+        checkpoints.append(str(ck / "checkpoint_last.pt"))
+    run_cli([sys.executable, "-m", "benchmarks.latency", "--quick", "--pretrained", "", "--out", str(tmp_path),
+             "--data", str(data), "--ctc-checkpoint", *checkpoints, "--only", "^CTC"], cwd=REPO)
+    rows = json.loads((tmp_path / "BENCHMARK_quick.json").read_text())["decoding"]
+    assert rows["CTC single pass (2 x source slots)"]["1"]["median_ms"] > 0
+    assert rows["CTC single pass (1.5 x source slots), prefix beam 5"]["1"]["median_ms"] > 0

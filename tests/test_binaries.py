@@ -280,18 +280,18 @@ def test_example_recipes_are_valid_fairseq_options(data, tmp_path, recipe):
     args = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
     out = train(data / "bin", tmp_path / "ck", *args, "--disable-validation", updates=1)
     lr = dict(zip(args, args[1:]))  # flag -> value
-    assert lr["--lr"] == {"authors": "3e-5"}.get(recipe, "3e-4")
+    assert float(lr["--lr"]) == {"authors": 3e-5}.get(recipe, 3e-4)
     assert ("--tie-output-embeddings" in args) == (recipe == "plugin")
-    assert lr["--length-loss-factor"] == ("0.1" if recipe == "plugin" else "1")
+    assert float(lr["--length-loss-factor"]) == (0.1 if recipe == "plugin" else 1.0)
     if recipe != "plugin":
-        assert lr["--warmup-updates"] == ("500" if recipe == "authors" else "100") and lr["--weight-decay"] == "0.01"
+        assert lr["--warmup-updates"] == ("500" if recipe == "authors" else "100") and float(lr["--weight-decay"]) == 0.01
         assert lr["--total-num-update"] == "300" and lr["--lr-scheduler"] == "polynomial_decay"
     assert "num_updates=1" in out.stdout + out.stderr  # it trained
     # the plugin recipe starts glancing from an all-[MASK] Y_0; the authors' (the criterion's defaults)
     # from their loader's corrupted one, which the log reports
     assert ("--target-keep-prob" in args) == (recipe == "plugin") == ("y0_shown=" not in out.stdout + out.stderr)
     if recipe == "plugin":
-        assert lr["--target-keep-prob"] == "0" and lr["--target-random-prob"] == "0"
+        assert float(lr["--target-keep-prob"]) == 0 and float(lr["--target-random-prob"]) == 0
     # the example scripts train on the CPU fast path unless FAST_PATH=0
     assert lr["--optimizer"] == "fused_adamw" and "--cpu-fast-path" in args
     if bf16_matmul_supported():

@@ -147,3 +147,46 @@ def test_collect_kd_rows_bootstrap_and_latency(tmp_path):
     assert "vs_raw_nat" not in rows["no mixing, raw: length beam 1"]
     assert rows["MIST, KD: length beam 3"] == {"missing": str(tmp_path / "quora_dynamic_kd" / "modes" / "lb3.txt")}
     assert "| 30.0 | 7.5 |" in out and (tmp_path / "o" / "kd.png").stat().st_size > 1000
+
+
+def test_collect_ctc_rows_against_the_length_head_student(tmp_path):
+    """examples/collect_ctc.py (issue 24): CTC rows compared with the length-head KD student's single pass,
+    latency from the CTC benchmark rows."""
+    srcs, refs = toy_test_split(tmp_path)
+    gen(tmp_path / "quora_none_kd" / "generate-test.txt", srcs)
+    gen(tmp_path / "quora_ctc_none_kd" / "modes" / "cb5ar.txt", refs)
+    write(tmp_path / "bench.json", {"decoding": {"CTC single pass (2 x source slots), prefix beam 5, AR-rescored": {
+        "1": {"median_ms": 31.0}, "16": {"median_ms": 8.5}}}})
+    out = run_cli([sys.executable, f"{REPO}/examples/collect_ctc.py", "--root", str(tmp_path), "--data",
+                   str(tmp_path / "data"), "--bench", str(tmp_path / "bench.json"), "--out", str(tmp_path / "o"),
+                   "--bootstrap-samples", "50"]).stdout
+    rows = json.loads((tmp_path / "o" / "ctc.json").read_text())
+    best = rows["CTC, no mixing, KD: prefix beam 5, AR-rescored"]
+    assert best["BLEU-4"] > 99 and best["vs_reference"]["diff"] > 0 and (best["batch1_ms"], best["batch16_ms"]) == (31.0, 8.5)
+    assert "vs_reference" not in rows["length head, no mixing, KD: single pass"]
+    assert rows["CTC, MIST, KD: greedy"] == {"missing": str(tmp_path / "quora_ctc_dynamic_kd" / "generate-test.txt")}
+    assert "| 31.0 | 8.5 |" in out and "vs length head, no mixing, KD" in out
+
+
+def test_collect_ctc_ratio_dev_curves_speed_and_bootstrap(tmp_path):
+    """examples/collect_ctc_ratio.py: each slot ratio's test output scored and compared with R = 2's, its dev
+    curve and its training speed read from its own files."""
+    srcs, refs = toy_test_split(tmp_path)
+    for run, hyps, ups in (("r2", srcs, "0.25"), ("r15", refs, "0.31")):
+        folder = tmp_path / f"quora_ctc_none_kd_{run}_u750"
+        gen(folder / "generate-test.txt", hyps)
+        write(folder / "dev_curve.json", {"best": {"updates": 1000}, "points": [
+            {"updates": 500, "score": 10.0 if run == "r2" else 11.0}, {"updates": 1000, "score": 20.0}]})
+        (folder / "train.log").write_text(
+            f"x | INFO | train_inner | epoch 001:  50 / 9 loss=3.0, ups={ups}, wall=200\n"
+            "x | INFO | fairseq_cli.train | end of epoch 1 (average epoch stats below)\n"
+            "x | INFO | train | epoch 001 | loss 2.0 | num_updates 1000 | wall 4000\n"
+            f"x | INFO | train_inner | epoch 002:  50 / 9 loss=3.0, ups={ups}, num_updates=1000, wall=4000\n")
+    out = run_cli([sys.executable, f"{REPO}/examples/collect_ctc_ratio.py", "--root", str(tmp_path), "--data",
+                   str(tmp_path / "data"), "--out", str(tmp_path / "o"), "--bootstrap-samples", "50"]).stdout
+    rows = json.loads((tmp_path / "o" / "ratio.json").read_text())
+    r15, r2 = rows["CTC, no mixing, KD, 1.5 x source slots: greedy"], rows["CTC, no mixing, KD, 2 x source slots: greedy"]
+    assert r15["BLEU-4"] > 99 and r15["vs_r2"]["diff"] > 0 and "vs_r2" not in r2
+    assert r15["dev_curve"] == {"500": 11.0, "1000": 20.0} and r15["training"]["mean_updates_per_s"] == 0.31
+    assert r2["training"]["updates"] == 1000 and r2["training"]["wall_s_at"] == {"1000": 4000}
+    assert "500: 11.00 / 1000: 20.00 | 1000: 4000 | 0.31 |" in out

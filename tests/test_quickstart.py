@@ -49,6 +49,13 @@ def test_training_is_budgeted_by_time_and_trains_the_chosen_targets():
     assert "--stop-time-hours" not in train_command(parse_args(["--budget-minutes", "0"]), "BIN", "CK", None)
     mist = train_command(parse_args(["--mix-mode", "dynamic"]), "BIN", "CK", 10.0)
     assert mist[mist.index("--mix-mode") + 1] == "dynamic"
+    assert "--ctc" in train_command(parse_args(["--ctc"]), "BIN", "CK", None) and "--ctc" not in cmd
+    # the plugin recipe (mist_fairseq/recipes/plugin.yaml) at the quickstart's lr and warm-up
+    from mist_fairseq.recipes import flags
+    recipe = flags("plugin", ["optimization.lr=[0.0005]", "lr_scheduler.warmup_updates=60"], fast_path=True)
+    assert cmd[-len(recipe):] == recipe and float(cmd[cmd.index("--lr") + 1]) == 5e-4
+    assert cmd[cmd.index("--glat-hamming") + 1] == "first" and "--tie-output-embeddings" in cmd
+    assert "--cpu-fast-path" not in train_command(parse_args(["--no-fast-path"]), "BIN", "CK", None)
     # the shipped distilled targets: one non-empty line per train source, not the references
     kd = open(f"{DATA}/train.kd.tgt", encoding="utf-8").read().splitlines()
     src = open(f"{DATA}/train.src", encoding="utf-8").read().splitlines()

@@ -155,6 +155,41 @@ def test_body_limits_while_reading_timeouts_and_content_type(server):
         assert requests.get(server.url + path, timeout=10).status_code == 404
 
 
+def test_slow_header_clients_are_closed_and_cannot_starve_good_ones(export_dir, tmp_path):
+    """More clients than --max-connections, each sending half a request line and then nothing: good
+    requests get 503 while they hold the slots, and once --header-timeout passes the server has closed
+    every one of them and good requests succeed again (uvicorn alone never closes them)."""
+    s = Server("--model", str(export_dir), "--backend", "onnx", "--max-connections", "4", "--header-timeout", "2",
+               log=tmp_path / "serve.log")
+    try:
+        slow = []
+        for _ in range(8):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+            c.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Ty")
+            slow.append(c)
+        time.sleep(0.5)
+        assert s.post({"inputs": ["hi"]}).status_code == 503  # the slots are held
+        t = time.time()
+        for c in slow:
+            assert c.recv(100) == b""  # closed by the server, without an answer
+        assert time.time() - t < 20
+        r = s.post({"inputs": ["How can I learn Python fast?"]})
+        assert r.status_code == 200 and len(r.json()["outputs"]) == 1
+        # a kept-alive connection whose next request stalls in its headers is closed too
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert c.recv(4096).startswith(b"HTTP/1.1 200")
+            c.sendall(b"GET /hea")
+            t = time.time()
+            while c.recv(4096):
+                pass
+            assert 1 < time.time() - t < 20
+    finally:
+        for c in slow:
+            c.close()
+        s.stop()
+
+
 def test_control_token_strings_are_text(server, export_dir):
     from mist_fairseq.export import OnnxMistModel
 
@@ -213,15 +248,18 @@ def test_load_and_fault_benchmark(export_dir, data, tmp_path):
     out = subprocess.run([sys.executable, "-m", "benchmarks.serve_load", "--model", str(export_dir),
                           "--sources", str(data / "raw" / "test.src"), "--n-sources", "10", "--clients", "6",
                           "--requests", "60", "--rounds", "2", "--bad-share", "0.3", "--threads", "1", "--max-wait-ms", "20",
+                          "--slow-clients", "3", "--leaving-clients", "2", "--header-timeout", "1",
                           "--port", str(free_port()), "--out", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "SERVE_LOAD.json").read_text())
-    for rnd in ("good_only", "with_malformed"):
+    hostile = report["with_hostile_clients"]
+    assert hostile["slow_closed_by_server"] > 0 and hostile["requests_left_unread"] > 0, hostile
+    for rnd in ("good_only", "with_malformed", "with_hostile_clients"):
         r = report[rnd]
         assert r["good_errors"] == 0 and r["malformed_not_4xx_with_message"] == 0 and r["failed_batches"] == 0
         assert r["differs_from_alone"] == 0  # fp32: batching never changes an answer
-        assert r["batching_factor"] > 1.0, r
+        assert r["batching_factor"] > 1.0 or rnd == "with_hostile_clients", r
     assert report["with_malformed"]["malformed"] > 0
     assert "p99 ms" in (tmp_path / "SERVE_LOAD.md").read_text()
 

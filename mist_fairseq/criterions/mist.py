@@ -20,7 +20,8 @@ Defaults follow the authors' method (Jiang et al. 2022; kongds/MIST ``model_mist
 Optional terms (:mod:`mist_fairseq.criterions.block_loss`): ``--block-loss-factor`` adds the
 two-stream (BANG-style) loss that makes a checkpoint decode semi-NAR and AR too, ``--janus-kl-factor``
 the symmetric KL between it and the graded first pass (JANUS-style), and ``--nar-loss-factor 0``
-drops the NAR passes (an AR-only model on the same encoder).
+drops the NAR passes (an AR-only model on the same encoder). A CTC checkpoint (the model's ``--ctc``)
+takes the CTC passes of :mod:`mist_fairseq.criterions.ctc_passes` instead of steps 0-4.
 
 The source block is encoded once per input and its keys/values reused by every target pass. Only
 scored positions (plus, for Y_p, the real ones) are projected onto the vocabulary. The losses are
@@ -41,6 +42,8 @@ from fairseq.criterions.nat_loss import (
 from fairseq.dataclass import ChoiceEnum
 
 from mist_fairseq.criterions.block_loss import block_entry, draw_block, parse_block_sizes, symmetric_kl
+from mist_fairseq.criterions.ctc_passes import ctc_outputs
+from mist_fairseq.criterions.glancing import glance
 from mist_fairseq.criterions.label_smoothed_ce import label_smoothed_nll
 
 MIX_MODES = ChoiceEnum(["none", "dynamic", "static"])
@@ -148,21 +151,6 @@ class MistCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
     )
 
 
-def glance(gold: torch.Tensor, pred: torch.Tensor, ratio: float, pad: int, mask: int,
-           base: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """GLAT's glancing input. gold, pred: (B, T) (pred is only read at non-pad positions of gold).
-    Reveals floor(ratio * Hamming(pred, gold)) gold tokens per row at random real positions; every
-    other real position takes ``base`` (B, T) (default [MASK]), pad elsewhere. Returns (B, T)."""
-    real = gold.ne(pad)
-    hamming = (pred.ne(gold) & real).sum(1)
-    n_reveal = torch.floor(hamming.to(torch.float) * ratio).long()  # (B,)
-    scores = torch.rand(gold.shape, device=gold.device).masked_fill(~real, 2.0)
-    rank = scores.argsort(1).argsort(1)  # rank of each position among the row's random scores
-    reveal = (rank < n_reveal.unsqueeze(1)) & real
-    rest = gold.new_full(gold.shape, mask) if base is None else base
-    return torch.where(reveal, gold, rest).masked_fill(~real, pad)
-
-
 def corrupt_target(gold: torch.Tensor, keep: float, random: float, pad: int, mask: int,
                    vocab_size: int) -> torch.Tensor:
     """The authors' draft input Y_0 (their loader's UniLM-style corruption). gold: (B, T). Each real
@@ -267,6 +255,10 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             },
         }
         extras, nar_logits = {}, None
+        if getattr(model, "ctc", False):
+            self.check_ctc()
+            ctc_outputs(self, model, sample, state, outputs, extras)
+            return outputs, extras
         if self.nar_loss_factor > 0:
             nar_logits = self.nar_outputs(model, sample, state, outputs, extras)
         if self.block_loss_factor > 0:
@@ -283,6 +275,14 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
                 kl = symmetric_kl(block_logits.index_select(0, at[real].nonzero().squeeze(1)), nar)
                 outputs["janus_kl"] = {"loss": kl * self.janus_kl_factor, "factor": self.janus_kl_factor}
         return outputs, extras
+
+    def check_ctc(self) -> None:
+        """ValueError for the options a CTC checkpoint is not trained with."""
+        if self.block_loss_factor > 0 or self.janus_kl_factor > 0 or self.nar_loss_factor <= 0:
+            raise ValueError("--ctc trains the NAR passes only: drop --block-loss-factor/--janus-kl-factor "
+                             "and keep --nar-loss-factor > 0")
+        if self.mix_mode == "static":
+            raise ValueError("--ctc supports --mix-mode dynamic (MIST) or none, not static")
 
     def nar_outputs(self, model, sample, state, outputs, extras):
         """The NAR (+ MIST) passes: adds ``word_ins`` (and ``mist``) to outputs and the logging
@@ -337,6 +337,10 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             extras["_pseudo_correct"] = int(((aligned == gold) & real).sum())
         return project, first_logits
 
+    def _custom_loss(self, loss, name="loss", factor=1.0):
+        # the parent's, plus the unweighted loss as nll_loss (the CTC entries are negative log-likelihoods)
+        return {"name": name, "loss": loss, "factor": factor, "nll_loss": loss / factor if factor else loss}
+
     def _compute_loss(self, outputs, targets, masks=None, label_smoothing=0.0, name="loss", factor=1.0):
         """The parent's label-smoothed NLL. fp32 logits take the parent's own code; bf16 logits (the
         CPU fast path) take a chunked fp32 computation of the same formula that never materialises
@@ -367,6 +371,11 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             # teacher-forced accuracy of the two-stream pass (AR when the block size is 1)
             block_correct = sum(log.get("_block_correct", 0) for log in logging_outputs)
             metrics.log_scalar("block_acc", 100.0 * block_correct / block_total, block_total, round=2)
+        ctc_rows = sum(log.get("_ctc_rows", 0) for log in logging_outputs)
+        if ctc_rows > 0:
+            # CTC: share of targets with no alignment onto their slots (longer than the slots allow)
+            skipped = sum(log.get("_ctc_skipped", 0) for log in logging_outputs)
+            metrics.log_scalar("ctc_skipped", 100.0 * skipped / ctc_rows, ctc_rows, round=2)
         total = sum(log.get("_pred_total", 0) for log in logging_outputs)
         if total > 0:
             correct = sum(log.get("_pred_correct", 0) for log in logging_outputs)

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "mist_fairseq-onnx"
 FORMAT_VERSION = 1
+CTC_FORMAT_VERSION = 2  # the highest version this release reads
 CONFIG = "mist_export.json"
 GRAPHS = {"fp32": ("source.onnx", "target.onnx"), "int8": ("source.int8.onnx", "target.int8.onnx")}
 
@@ -138,6 +139,14 @@ def export(hub, out_dir: str, int8: bool = False, opset: int = 18, checkpoint: s
     return config
 
 
+def exported_decoding(tcfg, ctc: bool) -> DecodeOptions:
+    """The checkpoint's decoding options as the graphs run them: one NAR pass (CTC's for a CTC
+    checkpoint, with no length candidates), no AR rescoring."""
+    options = DecodeOptions.from_task(tcfg)
+    mode = {"decode_mode": "ctc", "length_beam": 1} if ctc else {"decode_mode": "nar"}
+    return dataclasses.replace(options, rerank="none", rerank_path=None, **mode)
+
+
 def _write(model, tcfg, out_dir, precisions, graphs, opset, checkpoint) -> Dict:
     export_graphs(model, out_dir, opset)
     if "int8" in precisions:
@@ -147,19 +156,21 @@ def _write(model, tcfg, out_dir, precisions, graphs, opset, checkpoint) -> Dict:
         shutil.copyfile(os.path.join(data, name), os.path.join(out_dir, name))
     files = ["vocab.txt", "dict.src.txt"] + [f for g in graphs.values() for f in g.values()]
     config = {
-        "format": FORMAT, "version": FORMAT_VERSION, "opset": opset,
+        # a runner that predates CTC would decode a CTC export as a length-head one: it refuses version 2
+        "format": FORMAT, "version": CTC_FORMAT_VERSION if model.ctc else FORMAT_VERSION, "opset": opset,
         "precisions": precisions,
         "graphs": graphs,
         "files": folder.digests(out_dir, files),  # the runner refuses a folder that does not match
         "ids": {"pad": model.pad, "eos": model.eos, "bos": model.bos, "mask": model.mask_idx},
+        # a CTC checkpoint: the same two graphs, the target one run over upsampled [MASK] slots
+        "ctc": ({"blank": model.blank_idx, "upsample_ratio": model.upsample_ratio, "min_slots": model.ctc_min_slots}
+                if model.ctc else None),
         "max_source_positions": tcfg.max_source_positions,  # [CLS] included
         "max_target_positions": model.max_target_positions,
         "num_positions": model.num_positions,
         "left_pad_source": bool(tcfg.left_pad_source),
         "bpe_cased": False,  # --bpe bert, uncased: what MistModel uses
-        # the checkpoint's decoding options as the graphs run them: one NAR pass, no AR rescoring
-        "decoding": dataclasses.replace(DecodeOptions.from_task(tcfg), decode_mode="nar", rerank="none",
-                                        rerank_path=None).to_dict(),
+        "decoding": exported_decoding(tcfg, model.ctc).to_dict(),
         "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
         "torch": torch.__version__,
     }

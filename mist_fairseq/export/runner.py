@@ -20,7 +20,7 @@ from fairseq.data.encoders.hf_bert_bpe import BertBPE
 
 from mist_fairseq.dictionary import BertDictionary
 from mist_fairseq.export import folder
-from mist_fairseq.export.onnx_export import CONFIG, FORMAT, FORMAT_VERSION
+from mist_fairseq.export.onnx_export import CONFIG, CTC_FORMAT_VERSION, FORMAT
 from mist_fairseq.generators.modes import build_generator
 from mist_fairseq.generators.options import DecodeOptions
 from mist_fairseq.models.contract import TokenOps
@@ -53,6 +53,10 @@ class OnnxMistNAR(TokenOps):
         self.pad, self.eos, self.bos, self.mask_idx = ids["pad"], ids["eos"], ids["bos"], ids["mask"]
         self.num_positions = config["num_positions"]
         self.max_target_positions = config["max_target_positions"]
+        ctc = config.get("ctc")  # a CTC checkpoint's slot rule and blank (TokenOps.slot_target)
+        self.ctc = ctc is not None
+        if ctc:
+            self.blank_idx, self.upsample_ratio, self.ctc_min_slots = ctc["blank"], ctc["upsample_ratio"], ctc["min_slots"]
 
     def encode_source(self, src_tokens: torch.Tensor) -> OnnxSourceState:
         """src_tokens (B, S) without [CLS] -> the source state."""
@@ -79,16 +83,16 @@ def read_config(path: str) -> dict:
                                 "python -m mist_fairseq.export CHECKPOINT --data DATA_BIN --out DIR")
     with open(cfg_path) as f:
         config = json.load(f)
-    if config.get("format") != FORMAT or config.get("version", 0) > FORMAT_VERSION:
+    if config.get("format") != FORMAT or config.get("version", 0) > CTC_FORMAT_VERSION:
         raise ValueError(f"{cfg_path}: format {config.get('format')!r} version {config.get('version')} is not "
-                         f"{FORMAT} <= {FORMAT_VERSION}; export it again with this mist_fairseq")
+                         f"{FORMAT} <= {CTC_FORMAT_VERSION}; export it again with this mist_fairseq")
     return config
 
 
 def refuse_unexported(options: DecodeOptions) -> None:
     """ValueError if ``options`` ask for what the exported graphs do not hold: the two-stream steps of
     semi-NAR/AR decoding and of AR rescoring (the graphs are the single pass)."""
-    if options.decode_mode != "nar":
+    if options.decode_mode not in ("nar", "ctc"):
         raise ValueError(f"decode_mode={options.decode_mode!r}: the exported graphs decode NAR only (the "
                          "two-stream steps of semi-nar/ar are not exported); use mist_fairseq.MistModel for those modes")
     if options.rerank != "none" or options.rerank_path:
@@ -156,6 +160,8 @@ class OnnxMistModel:
     def generator(self, **options):
         """The generator of :attr:`decode_options` (the export config's) with ``options`` overridden."""
         chosen = self.decode_options.replace(**options)
+        if self.model.ctc and chosen.decode_mode == "nar":
+            chosen = chosen.replace(decode_mode="ctc")  # a CTC export's one pass, as in the task
         refuse_unexported(chosen)
         return build_generator(self.dict, chosen)
 

@@ -102,6 +102,8 @@ class MistGenerator:
     def start(self, model, src):
         """Source pass and length prediction. src (B, S) -> (state, src, tgt) with each source
         repeated k = length-beam times: tgt (B * k, T) all [MASK] up to each candidate length."""
+        if getattr(model, "ctc", False):
+            raise ValueError("this checkpoint has a CTC output (trained with --ctc): decode it with --decode-mode ctc")
         state = model.encode_source(src)
         lengths = self.predict_lengths(model, state)  # (B, k)
         if lengths.size(1) > 1:

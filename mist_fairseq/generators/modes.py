@@ -1,5 +1,5 @@
 """Decoding modes: the table the task's ``--decode-mode`` choices are built from (the generator owns
-the loop, the model owns one step: ``decode_target`` for NAR, ``decode_step`` for semi-NAR and AR).
+the loop, the model owns one step: ``decode_target`` for NAR and CTC, ``decode_step`` for semi-NAR and AR).
 
 Each entry builds a generator from the target dictionary, the decoding options
 (:class:`~mist_fairseq.generators.options.DecodeOptions`) and the rescorer that picks among
@@ -7,11 +7,14 @@ length-beam candidates (:mod:`mist_fairseq.generators.rerank`; NAR and semi-NAR)
 """
 
 from mist_fairseq.generators.block_generator import ARGenerator, SemiNARGenerator
+from mist_fairseq.generators.ctc_generator import CTCGenerator
 from mist_fairseq.generators.mist_generator import MistGenerator
 from mist_fairseq.generators.options import DECODE_MODE_NAMES, DecodeOptions
 
 
 def _nar(tgt_dict, o: DecodeOptions, rescorer):
+    if o.ctc_beam > 1:  # a CTC checkpoint's nar has become ctc before this point (task, ONNX runner)
+        raise ValueError(f"--ctc-beam {o.ctc_beam} is for checkpoints trained with --ctc")
     return MistGenerator(tgt_dict, decode_iters=o.mist_decode_iters, strategy=o.decode_strategy,
                          length_beam=o.length_beam, min_length=o.min_target_length, dedup=not o.no_dedup,
                          rescorer=rescorer)
@@ -28,10 +31,16 @@ def _ar(tgt_dict, o: DecodeOptions, rescorer):
                        min_length=o.min_target_length)
 
 
+def _ctc(tgt_dict, o: DecodeOptions, rescorer):
+    # DecodeOptions refuses --length-beam > 1 with --decode-mode ctc
+    return CTCGenerator(tgt_dict, dedup=not o.no_dedup, beam=o.ctc_beam, rescorer=rescorer)
+
+
 DECODE_MODES = {
     "nar": _nar,  # one parallel pass (+ --mist-decode-iters refinement)
     "semi-nar": _semi_nar,  # --block-size positions per pass, left to right
     "ar": _ar,  # one position per pass, beam search (--beam)
+    "ctc": _ctc,  # --ctc checkpoints: one pass over upsampled slots, repeats merged and blanks dropped
 }
 assert tuple(DECODE_MODES) == DECODE_MODE_NAMES
 

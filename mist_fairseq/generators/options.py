@@ -11,7 +11,7 @@ from typing import Optional
 
 from mist_fairseq.generators.rerank import RERANK_CHOICES
 
-DECODE_MODE_NAMES = ("nar", "semi-nar", "ar")
+DECODE_MODE_NAMES = ("nar", "semi-nar", "ar", "ctc")
 STRATEGIES = ("mist", "mask-predict")
 # names other releases' APIs and export configs used, mapped to the option's name
 RENAMED = {"iterations": "mist_decode_iters", "strategy": "decode_strategy", "mode": "decode_mode",
@@ -20,7 +20,7 @@ RENAMED = {"iterations": "mist_decode_iters", "strategy": "decode_strategy", "mo
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    decode_mode: str = "nar"  # nar | semi-nar | ar
+    decode_mode: str = "nar"  # nar | semi-nar | ar | ctc (a --ctc checkpoint's nar is ctc)
     mist_decode_iters: int = 1  # NAR passes; 1 = the single parallel pass
     decode_strategy: str = "mist"  # refinement after the first pass: mist | mask-predict
     length_beam: int = 1  # candidate lengths decoded per input (NAR, semi-NAR)
@@ -31,6 +31,7 @@ class DecodeOptions:
     lenpen: float = 1.0  # AR length penalty
     max_len_a: float = 0.0  # AR output limit: a * source length + b
     max_len_b: int = 200
+    ctc_beam: int = 1  # CTC prefix beam size (--decode-mode ctc); 1 = greedy
     rerank: str = "none"  # how length-beam candidates are ranked: none | ar (the checkpoint's AR stream)
     rerank_path: Optional[str] = None  # a separate AR scorer checkpoint
 
@@ -48,7 +49,7 @@ class DecodeOptions:
             bad("decode_strategy", self.decode_strategy, f"choose one of {', '.join(STRATEGIES)}")
         if self.rerank not in RERANK_CHOICES:
             bad("rerank", self.rerank, f"choose one of {', '.join(RERANK_CHOICES)}")
-        for name in ("mist_decode_iters", "length_beam", "min_target_length", "block_size", "beam"):
+        for name in ("mist_decode_iters", "length_beam", "min_target_length", "block_size", "beam", "ctc_beam"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 bad(name, value, "must be an integer >= 1")
@@ -58,6 +59,11 @@ class DecodeOptions:
         if self.decode_mode == "ar" and (self.rerank != "none" or self.rerank_path):
             raise ValueError("--rerank/--rerank-path rescore the length-beam candidates of --decode-mode nar or "
                              "semi-nar; AR beam search ranks its own hypotheses")
+        if self.decode_mode == "ctc" and self.length_beam > 1:
+            raise ValueError("--decode-mode ctc has no length candidates: drop --length-beam (--ctc-beam K gives "
+                             "K candidates from CTC prefix beam search)")
+        if self.decode_mode in ("semi-nar", "ar") and self.ctc_beam > 1:
+            raise ValueError(f"--ctc-beam {self.ctc_beam} is for checkpoints trained with --ctc (--decode-mode ctc)")
 
     @classmethod
     def names(cls):

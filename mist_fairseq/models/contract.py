@@ -18,6 +18,9 @@ Shapes: B batch, S source width (binarized, ends in [SEP]; no [CLS]), T target w
   Models without it (the ONNX runner) decode in NAR mode only.
 - ``score_targets(state, tgt (B, T)) -> (B, T)``: teacher-forced AR log-probs of given targets in one
   parallel pass (AR rescoring, :mod:`mist_fairseq.generators.rerank`); models without it rescore nothing.
+- ``ctc`` (bool): a CTC checkpoint (:mod:`mist_fairseq.models.ctc`): its target is ``slot_target(src_tokens
+  (B, S)) -> (B, T)`` ([MASK] slots, ``upsample_ratio`` per source token, blank id ``blank_idx``) and
+  its output is collapsed; the length logits are not used.
 - ``masked_target(lengths (B,)) -> (B, T)`` and ``mix_source(pseudo (B, T), src_tokens (B, S)) -> (B, W)``:
   token bookkeeping, implemented once here (:class:`TokenOps`).
 """
@@ -25,6 +28,8 @@ Shapes: B batch, S source width (binarized, ends in [SEP]; no [CLS]), T target w
 from typing import Optional
 
 import torch
+
+from mist_fairseq.models.ctc import slot_lengths
 
 
 class TokenOps:
@@ -37,6 +42,8 @@ class TokenOps:
     mask_idx: int
     num_positions: int
     max_target_positions: int
+    # CTC checkpoints also set blank_idx, upsample_ratio and ctc_min_slots
+    ctc: bool = False
 
     def masked_target(self, lengths: torch.Tensor, width: Optional[int] = None) -> torch.Tensor:
         """(B,) lengths -> (B, width) all [MASK] up to each length (final [SEP] slot included), pad after."""
@@ -44,6 +51,12 @@ class TokenOps:
         ar = torch.arange(width, device=lengths.device)
         t = torch.full((lengths.numel(), width), self.mask_idx, dtype=torch.long, device=lengths.device)
         return t.masked_fill(ar[None, :] >= lengths[:, None], self.pad)
+
+    def slot_target(self, src_tokens: torch.Tensor) -> torch.Tensor:
+        """CTC: (B, S) source -> (B, T) all [MASK] over each row's slots
+        (:func:`~mist_fairseq.models.ctc.slot_lengths`), pad after."""
+        return self.masked_target(slot_lengths(src_tokens, self.pad, self.upsample_ratio, self.ctc_min_slots,
+                                               self.max_target_positions))
 
     def mix_source(self, pseudo: torch.Tensor, src_tokens: torch.Tensor) -> torch.Tensor:
         """MIST's mixed source ``Y_p [SEP] X [SEP]`` (``[CLS]`` is added by ``encode_source``).

@@ -21,6 +21,7 @@ from omegaconf import II, open_dict
 from mist_fairseq.models.bert_encoder import ACTIVATIONS, BertEncoder, MLMHead, SourceState
 from mist_fairseq.models import pretrained, streams
 from mist_fairseq.models.contract import TokenOps
+from mist_fairseq.models.ctc import blank_index
 from mist_fairseq.models.fast_path import Dropout, Linear, bf16_matmul_supported
 from mist_fairseq.models.vocab_ops import row_logsumexp
 
@@ -63,6 +64,21 @@ class MistNARConfig(FairseqDataclass):
             "fused_adamw for a lean optimizer step"
         },
     )
+    ctc: bool = field(
+        default=False,
+        metadata={
+            "help": "CTC output instead of the length head: Y_M is --upsample-ratio x the source length in "
+            "[MASK] slots, each predicting a token or the blank ([unused0]); decoding merges repeats and "
+            "drops blanks in the same single pass. Trained by --criterion mist (CTC loss, glancing at the "
+            "best alignment, MIST's mixed pass on the collapsed output)"
+        },
+    )
+    upsample_ratio: float = field(
+        default=2.0, metadata={"help": "--ctc: [MASK] slots per source token (capped at --max-target-positions)"}
+    )
+    ctc_min_slots: int = field(
+        default=8, metadata={"help": "--ctc: the fewest slots, for short sources"}
+    )
     init_std: float = field(default=0.02, metadata={"help": "std of weights not taken from a checkpoint"})
     pretrained_encoder: Optional[str] = field(
         default=None,
@@ -83,7 +99,8 @@ def resolve_pretrained_path(path: str) -> str:
 @register_model("mist_nar", dataclass=MistNARConfig)
 class MistNARModel(BaseFairseqModel, TokenOps):
     """Implements the inference contract (:mod:`mist_fairseq.models.contract`): ``encode_source``,
-    ``length_logits``, ``decode_target``; ``masked_target`` and ``mix_source`` come from ``TokenOps``."""
+    ``length_logits``, ``decode_target``; ``masked_target``, ``slot_target`` (``--ctc``) and
+    ``mix_source`` come from ``TokenOps``."""
 
     def __init__(self, cfg: MistNARConfig, dictionary):
         super().__init__()
@@ -93,6 +110,14 @@ class MistNARModel(BaseFairseqModel, TokenOps):
         self.max_source_positions = cfg.max_source_positions
         self.max_target_positions = cfg.max_target_positions
         self.num_positions = cfg.max_positions  # TokenOps: the position table mix_source must fit
+        # a checkpoint saved before CTC existed has no such keys: a length-head model
+        self.ctc = bool(getattr(cfg, "ctc", False))
+        if self.ctc:
+            self.blank_idx = blank_index(dictionary)
+            self.upsample_ratio, self.ctc_min_slots = float(cfg.upsample_ratio), int(cfg.ctc_min_slots)
+            if self.upsample_ratio <= 0 or self.ctc_min_slots < 1:
+                raise ValueError(f"--upsample-ratio {cfg.upsample_ratio} must be > 0 and --ctc-min-slots "
+                                 f"{cfg.ctc_min_slots} >= 1")
         if cfg.max_source_positions + cfg.max_target_positions > cfg.max_positions:
             raise ValueError(
                 f"--max-source-positions {cfg.max_source_positions} + --max-target-positions "

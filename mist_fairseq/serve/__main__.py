@@ -35,16 +35,23 @@ def main(argv=None):
     p.add_argument("--max-connections", type=int, default=256,
                    help="open connections at once; more are answered 503 by the server")
     p.add_argument("--keep-alive-timeout", type=float, default=5.0, help="seconds an idle connection stays open")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a request's line and headers may take, from the connection's opening or (kept alive) "
+                   "from the request's first byte (more: the connection is "
+                   "closed, so slow clients cannot hold the --max-connections slots); 0 = no limit")
     p.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (off by default)")
     p.add_argument("--int8-batching", action="store_true",
                    help="--precision int8: run batched inputs in one pass (faster, but an answer then depends on "
                    "its batch mates: int8 activation scales are computed per call); default: one input a pass")
     p.add_argument("--length-beam", type=int, default=None,
                    help="candidate lengths decoded per input (default: the checkpoint's / export's)")
+    p.add_argument("--ctc-beam", type=int, default=None,
+                   help="CTC checkpoints: prefix beam candidates per input (default: the checkpoint's / export's)")
     p.add_argument("--rerank", choices=["none", "ar"], default=None,
                    help="--backend torch: rank the length-beam candidates by the checkpoint's own AR stream")
     p.add_argument("--rerank-path", default=None,
-                   help="--backend torch: rank the length-beam candidates by this separate AR checkpoint")
+                   help="--backend torch: rank the length-beam (CTC: --ctc-beam) candidates by this separate AR "
+                   "checkpoint")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
     args = p.parse_args(argv)
@@ -54,7 +61,7 @@ def main(argv=None):
         if value < 1:
             p.error(f"{name} must be >= 1, got {value}")
     for name, value in (("--max-wait-ms", args.max_wait_ms), ("--read-timeout", args.read_timeout),
-                        ("--keep-alive-timeout", args.keep_alive_timeout)):
+                        ("--keep-alive-timeout", args.keep_alive_timeout), ("--header-timeout", args.header_timeout)):
         if value < 0:
             p.error(f"{name} must be >= 0, got {value}")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.allow_remote:
@@ -65,13 +72,15 @@ def main(argv=None):
 
     from mist_fairseq.serve.app import Limits, build_app
     from mist_fairseq.serve.backends import load_backend
+    from mist_fairseq.serve.protocol import protocol_class
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                         force=True)  # fairseq configured the root logger on import
     try:
         backend = load_backend(args.backend, args.model, args.precision, args.checkpoint_file, args.data,
                                args.threads, batch_size=args.max_batch, batch_invariant=not args.int8_batching,
-                               decode={"length_beam": args.length_beam, "rerank": args.rerank,
+                               decode={"length_beam": args.length_beam, "ctc_beam": args.ctc_beam,
+                                       "rerank": args.rerank,
                                        "rerank_path": args.rerank_path})
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
@@ -79,7 +88,8 @@ def main(argv=None):
     limits = Limits(args.max_inputs, args.max_input_chars, args.max_request_tokens, args.read_timeout)
     app = build_app(backend, name, limits, args.max_batch, args.max_wait_ms, args.max_queue, args.docs)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=not args.no_access_log,
-                limit_concurrency=args.max_connections, timeout_keep_alive=args.keep_alive_timeout)
+                limit_concurrency=args.max_connections, timeout_keep_alive=args.keep_alive_timeout,
+                http=protocol_class(args.header_timeout))
 
 
 if __name__ == "__main__":

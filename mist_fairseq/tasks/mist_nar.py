@@ -67,7 +67,8 @@ class MistNARTaskConfig(TranslationConfig):
             "help": "'nar': one parallel pass over [MASK]s (the paper's); 'semi-nar': --block-size "
             "positions per pass, each block given the earlier ones; 'ar': left to right with beam search "
             "(--beam, --lenpen, --max-len-a/b), ending at [SEP]. Semi-NAR and AR need a checkpoint trained "
-            "with the two-stream loss (--block-loss-factor > 0 of --criterion mist)"
+            "with the two-stream loss (--block-loss-factor > 0 of --criterion mist); 'ctc': the one pass of a "
+            "checkpoint trained with --ctc (its 'nar' is the same)"
         },
     )
     block_size: int = field(
@@ -75,6 +76,14 @@ class MistNARTaskConfig(TranslationConfig):
     )
     no_dedup: bool = field(
         default=_D.no_dedup, metadata={"help": "keep consecutive duplicate tokens (removed by default, as in MIST's code)"}
+    )
+    ctc_beam: int = field(
+        default=_D.ctc_beam,
+        metadata={
+            "help": "CTC checkpoints: prefix beam search over the slots' log-probs keeping this many "
+            "candidates (best by log-prob per token, or the one --rerank-path's AR scorer prefers); 1 = "
+            "each slot's best class"
+        },
     )
     rerank: RERANK = field(
         default=_D.rerank,
@@ -87,7 +96,7 @@ class MistNARTaskConfig(TranslationConfig):
     rerank_path: Optional[str] = field(
         default=None,
         metadata={
-            "help": "rank the --length-beam candidates by a separate mist_nar checkpoint on the same "
+            "help": "rank the --length-beam (CTC: --ctc-beam) candidates by a separate mist_nar checkpoint on the same "
             "dictionary, trained with the two-stream loss at block size 1 (e.g. the same-encoder AR "
             "model), teacher-forced in one parallel pass"
         },
@@ -107,6 +116,7 @@ class MistNARTask(TranslationTask):
         # what the checkpoint was trained with (saved in its task_state): the two-stream block sizes
         # of the criterion (empty: NAR only; None: unknown, a checkpoint saved before it was recorded)
         self.two_stream_blocks = None
+        self.ctc_checkpoint = False  # set by build_model: the model has a CTC output (--ctc)
 
     @classmethod
     def load_dictionary(cls, filename):
@@ -178,6 +188,7 @@ class MistNARTask(TranslationTask):
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
+        self.ctc_checkpoint = bool(getattr(model, "ctc", False))
         # the model cleared its own copy of the path; clear the trainer's too, so the
         # checkpoint's config never points at (and never reloads) the pretrained weights
         if getattr(cfg, "pretrained_encoder", None):
@@ -193,7 +204,15 @@ class MistNARTask(TranslationTask):
 
     def decoding_generator(self, options: DecodeOptions):
         """The generator of ``options``, after checking the checkpoint was trained for the mode and
-        rescoring asked for."""
+        rescoring asked for. A CTC checkpoint's ``nar`` is ``ctc``."""
+        if self.ctc_checkpoint and options.decode_mode == "nar":
+            options = options.replace(decode_mode="ctc")
+        if self.ctc_checkpoint and options.decode_mode != "ctc":
+            raise ValueError(f"--decode-mode {options.decode_mode}: this checkpoint has a CTC output (--ctc) and "
+                             "decodes with --decode-mode nar or ctc (the same one pass)")
+        if options.decode_mode == "ctc" and not self.ctc_checkpoint:
+            raise ValueError("--decode-mode ctc needs a checkpoint trained with --ctc; decode this one with "
+                             "--decode-mode nar")
         if options.decode_mode == "ar":
             self.require_two_stream("--decode-mode ar", block=1)
         elif options.decode_mode == "semi-nar":
