@@ -4,8 +4,9 @@
 # CTC prefix beam 5, and prefix beam 5 rescored by the AR teacher; CTC vs length head at equal updates.
 # Every step is idempotent (a finished one is skipped, training resumes). Run from the repository root.
 #   STEPS: none_kd dynamic_kd none_raw ratio decode equal table
-#   ratio: no mixing on distilled targets with R=${R:-2} slots per source token for a fixed 1,000 updates
-#   (checkpoints every 250), to compare slot ratios at equal updates; one R per process
+#   ratio: no mixing on distilled targets with R slots per source token (default 2) for RATIO_UPDATES
+#   updates (default 750; checkpoints every 250), to compare slot ratios at equal updates; one R per
+#   process, e.g. R=2 STEPS=ratio ... & R=1.5 STEPS=ratio ...
 set -euo pipefail
 ROOT=${ROOT:-$HOME/kd}
 DATA=${DATA:-$ROOT/data/quora}
@@ -30,9 +31,9 @@ for step in $STEPS; do
     dynamic_kd) student ctc_dynamic_kd dynamic "$KD" ;;
     none_raw) student ctc_none none "$DATA" ;;
     ratio)
-      R=${R:-2}
-      [ -e "$ROOT/quora_ctc_none_kd_r${R/./}_u1000/scores.json" ] ||
-        MODE=none RUN=$ROOT/quora_ctc_none_kd_r${R/./}_u1000 DATA=$KD BUDGET_HOURS=0 UPDATES=1000 DEV_SELECT=1 \
+      R=${R:-2} U=${RATIO_UPDATES:-750}
+      [ -e "$ROOT/quora_ctc_none_kd_r${R/./}_u$U/scores.json" ] ||
+        MODE=none RUN=$ROOT/quora_ctc_none_kd_r${R/./}_u$U DATA=$KD BUDGET_HOURS=0 UPDATES=$U DEV_SELECT=1 \
           WARMUP=100 INTERVAL=250 BATCH=32 EXTRA="--ctc --upsample-ratio $R" bash "$here/quora.sh" ;;
     decode)
       for run in $RUNS; do
