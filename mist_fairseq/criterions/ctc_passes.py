@@ -64,18 +64,18 @@ def ctc_outputs(crit, model, sample, state, outputs: dict, extras: dict) -> None
     real = y0.ne(pad)
     n_slots = real.sum(1)
     ratio = crit.current_glat_ratio() if model.training else 0.0
+    ok = min_slots_needed(targets, lengths) <= n_slots  # (B,) the target has an alignment
     if model.training and ratio == 0:
         # no glancing (--glat-ratio 0): no draft pass and no alignment, the slots stay [MASK]
         labels = draft = None
-        ok = min_slots_needed(targets, lengths) <= n_slots
         y_in = y0
     else:
         with torch.no_grad():
             draft_logits = model.decode_target(state.detach(), y0)
             draft = draft_logits.max(-1).indices.masked_fill(~real, pad)
-            labels, ok = aligned_labels(draft_logits, targets, lengths, n_slots, blank)
+            labels, aligned = aligned_labels(draft_logits, targets, lengths, n_slots, blank)
             del draft_logits
-        ok &= min_slots_needed(targets, lengths) <= n_slots
+        ok &= aligned
         labels = labels.masked_fill(~real, pad)
         # rows without an alignment show nothing: their "prediction" is taken as correct
         y_in = glance(labels, torch.where(ok[:, None], draft, labels), ratio, pad, model.mask_idx)
