@@ -13,12 +13,14 @@ must get a 4xx with a message, and the good ones must still succeed; (3) with --
 --leaving-clients, good requests again beside connections that stall in their headers and clients
 that hang up right after sending. Resident memory of the server
 after the warm-up and after every round shows whether it grows. Writes OUT/SERVE_LOAD.md and .json.
+The server it starts stops with it: on SIGTERM or Ctrl-C, and (Linux) when the benchmark is killed.
 """
 
 import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import socket
 import subprocess
@@ -41,6 +43,21 @@ MALFORMED = [
 ]
 
 
+def _die_with_parent():
+    """In the server's process, before it runs (Linux): the kernel sends it SIGTERM when the benchmark
+    process dies, even by SIGKILL, so a killed benchmark never leaves a server holding the port."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: SIGTERM/SIGINT of the benchmark still stop the server (main's finally)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(f"stopped by signal {signum}")  # runs main's finally: the server is stopped
+
+
 def start_server(args, port):
     cmd = [sys.executable, "-m", "mist_fairseq.serve", "--model", args.model, "--backend", args.backend,
            "--precision", args.precision, "--port", str(port), "--max-batch", str(args.max_batch),
@@ -50,7 +67,8 @@ def start_server(args, port):
         cmd += ["--threads", str(args.threads)]
     if args.backend == "torch":
         cmd += ["--checkpoint-file", args.checkpoint_file, "--data", args.data]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -58,6 +76,7 @@ def start_server(args, port):
             raise SystemExit(f"server exited with {proc.returncode}: {' '.join(cmd)}")
         try:
             if requests.get(url + "/health", timeout=1).ok:
+                print(f"server pid {proc.pid} at {url}", file=sys.stderr, flush=True)
                 return proc, url
         except requests.ConnectionError:
             time.sleep(0.5)
@@ -81,8 +100,11 @@ def run_round(url, jobs, clients):
     """jobs: list of (body, kind, expected); returns per-job (status, payload, ms) and wall seconds."""
     before = requests.get(url + "/health").json()
     t = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
+    pool = ThreadPoolExecutor(clients)
+    try:
         results = list(pool.map(lambda j: one(url, j[0]), jobs))
+    finally:  # stopped by a signal: the queued requests are dropped, not sent before the server stops
+        pool.shutdown(wait=False, cancel_futures=True)
     wall = time.perf_counter() - t
     after = requests.get(url + "/health").json()
     return results, wall, before, after
@@ -95,6 +117,7 @@ class Hostile:
 
     def __init__(self, port, slow, leaving):
         self.port, self.stop, self.closed_by_server, self.left = port, threading.Event(), 0, 0
+        self.lock = threading.Lock()  # the counters are bumped from many client threads
         self.threads = [threading.Thread(target=self.slow_one, daemon=True) for _ in range(slow)]
         self.threads += [threading.Thread(target=self.leaving_one, daemon=True) for _ in range(leaving)]
 
@@ -116,7 +139,8 @@ class Hostile:
                     while not self.stop.is_set():
                         try:
                             if c.recv(100) == b"":
-                                self.closed_by_server += 1
+                                with self.lock:
+                                    self.closed_by_server += 1
                                 break
                         except socket.timeout:
                             continue
@@ -130,7 +154,8 @@ class Hostile:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=5) as c:
                     c.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-                self.left += 1
+                with self.lock:
+                    self.left += 1
                 time.sleep(0.05)
             except OSError:
                 time.sleep(0.1)
@@ -186,6 +211,7 @@ def main(argv=None):
     with open(args.sources, encoding="utf-8") as f:
         sources = [ln.rstrip("\n") for _, ln in zip(range(args.n_sources), f)]
     rng = random.Random(1)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     proc, url = start_server(args, args.port)
     try:
         # the output of each source as a lone request: what every loaded answer must equal
@@ -222,7 +248,10 @@ def main(argv=None):
         health = requests.get(url + "/health").json()
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     report = {"platform": platform_line(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "command": "python -m benchmarks.serve_load " + " ".join(argv if argv is not None else sys.argv[1:]),
               "backend": health["backend"], "clients": args.clients, "max_batch": args.max_batch,

@@ -46,6 +46,9 @@ def test_fp32_export_gives_the_pytorch_outputs(exported, trained, data):
         torch.testing.assert_close(onnx.model.decode_target(ostate, tgt), model.decode_target(state, tgt),
                                    atol=1e-4, rtol=1e-4)
     assert onnx.generate(sources) == ref.generate(sources)
+    # no per-shape allocation plans: with them a service's memory grows with every new (batch, length)
+    for session in (onnx.model.source, onnx.model.target):
+        assert session.get_session_options().enable_mem_pattern is False
     # every decoding mode goes through the same generator over the contract
     for kw in ({"length_beam": 3}, {"mist_decode_iters": 3, "decode_strategy": "mist"},
                {"mist_decode_iters": 3, "decode_strategy": "mask-predict"}):
