@@ -61,20 +61,22 @@ def main(argv=None):
     plot(out, os.path.join(args.out, "kd.png"))
 
 
-def format_table(out, reference="no mixing, raw, beam 1", key="vs_raw_nat"):
-    """out: label -> scored row, the paired bootstrap against the reference under ``key``."""
+def format_table(out, reference="no mixing, raw, beam 1", key="vs_raw_nat", latency=True):
+    """out: label -> scored row, the paired bootstrap against the reference under ``key``; latency: the
+    batch-1 and batch-16 ms columns."""
+    ms_head, ms_rule = (" batch-1 ms | batch-16 ms |", "---:|---:|") if latency else ("", "")
     lines = [f"| system (Quora test, 4,000) | updates (chosen / trained) | BLEU-4 | vs {reference} "
-             "[95% CI] | self-BLEU | iBLEU | batch-1 ms | batch-16 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"[95% CI] | self-BLEU | iBLEU |{ms_head}", f"|---|---:|---:|---:|---:|---:|{ms_rule}"]
     for label, row in out.items():
         if "missing" in row:
-            lines.append(f"| {label} | missing | | | | | | |")
+            lines.append(f"| {label} | missing | | | | |" + (" | |" if latency else ""))
             continue
         cmp = row.get(key)
         diff = f"{cmp['diff']:+.2f} [{cmp['ci95'][0]:+.2f}, {cmp['ci95'][1]:+.2f}]" if cmp else "-"
         upd = f"{row['chosen_updates']} / {row['last_updates']}" if row.get("chosen_updates") else "-"
-        ms = [f"{row[k]:.1f}" if row.get(k) else "-" for k in ("batch1_ms", "batch16_ms")]
+        ms = "".join(f" {row[k]:.1f} |" if row.get(k) else " - |" for k in ("batch1_ms", "batch16_ms")) if latency else ""
         lines.append(f"| {label} | {upd} | {row['BLEU-4']:.2f} | {diff} | {row['self-BLEU']:.2f} | "
-                     f"{row['iBLEU']:.2f} | {ms[0]} | {ms[1]} |")
+                     f"{row['iBLEU']:.2f} |{ms}")
     return "\n".join(lines) + "\n"
 
 

@@ -28,14 +28,14 @@ AR_FLAGS="--nar-loss-factor 0 --block-loss-factor 1 --block-sizes 1"
 stamp() { echo "$(date +%s) $*" | tee -a "$ROOT/timeline.txt"; }
 
 system() {  # NAME MODE DATA EXTRA GEN_ARGS [UPDATES]: one quora.sh run in ROOT/quora_NAME
-  local name=$1 mode=$2 data=$3 extra=$4 gen=$5 updates=${6:-}
-  if [ -n "$updates" ]; then
-    MODE=$mode RUN=$ROOT/quora_$name DATA=$data EXTRA="$extra $PREC" GEN_ARGS=$gen BUDGET_HOURS=0 UPDATES=$updates \
-      DEV_SELECT=1 INTERVAL=$updates LOG_INTERVAL=10 bash "$here/quora.sh"
+  local name=$1 mode=$2 data=$3 extra=$4 gen=$5 updates=${6:-} budget
+  if [ -n "$updates" ]; then  # a fixed number of updates, its one checkpoint dev-selected
+    budget=(BUDGET_HOURS=0 UPDATES="$updates" DEV_SELECT=1 INTERVAL="$updates" LOG_INTERVAL=10)
   else
-    MODE=$mode RUN=$ROOT/quora_$name DATA=$data EXTRA="$extra $PREC" GEN_ARGS=$gen BUDGET_HOURS=$BUDGET_HOURS \
-      INTERVAL=$INTERVAL bash "$here/quora.sh"
+    budget=(BUDGET_HOURS="$BUDGET_HOURS" INTERVAL="$INTERVAL")
   fi
+  env MODE="$mode" RUN="$ROOT/quora_$name" DATA="$data" EXTRA="$extra $PREC" GEN_ARGS="$gen" "${budget[@]}" \
+    bash "$here/quora.sh"
 }
 
 parity() {  # RUN GEN_ARGS DATA: RUN's dev-chosen checkpoint decoded on test in fp16 on the GPU and in fp32 on

@@ -1,4 +1,5 @@
 import os
+import socket
 import subprocess
 import sys
 
@@ -119,3 +120,10 @@ def ar_teacher(data, tmp_path_factory):
              "--save-dir", str(ck), "--no-epoch-checkpoints", "--disable-validation", "--num-workers", "0",
              "--seed", "1"])
     return ck / "checkpoint_last.pt"
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for servers started by the tests)."""
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]

@@ -5,21 +5,14 @@ two-worker run resumes from its checkpoint."""
 import os
 import re
 import shutil
-import socket
 
 import pytest
 import torch
 
-from conftest import USER_DIR, run_cli
+from conftest import USER_DIR, free_port, run_cli
 
 TORCHRUN = shutil.which("torchrun")
 pytestmark = pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def train_args(data, save_dir, updates, extra=()):

@@ -12,18 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import REPO
+from conftest import free_port, REPO
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("onnxruntime")
 requests = pytest.importorskip("requests")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

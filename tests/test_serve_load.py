@@ -3,7 +3,6 @@ killed outright (SIGKILL) the server still goes (Linux: the kernel's parent-deat
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -11,17 +10,11 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import free_port, REPO
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("requests")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def alive(pid: int) -> bool:

@@ -126,8 +126,8 @@ class OnnxMistModel:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # onnxruntime's memory pattern keeps an allocation plan per input shape; a service sees ever new
-        # (batch, length) shapes, so the plans piled up: +109 MiB over 400 mixed batches with it, +34 MiB
-        # and levelling off without, at the same speed (docs/serving, memory of the fp32 graphs)
+        # (batch, length) shapes, so the plans piled up: +116 MiB over 400 mixed fp32 batches with it,
+        # +26 MiB without, at the same speed (python -m benchmarks.ort_memory; docs/serving/ort_memory.jsonl)
         opts.enable_mem_pattern = False
         if not spinning:
             # onnxruntime's workers busy-wait after each run by default; between our two graphs the
