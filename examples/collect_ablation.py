@@ -13,22 +13,9 @@ import json
 import os
 import re
 
-ROWS = [
-    ("A", "earlier criterion: Y_p from the all-[MASK] pass, loss on [MASK] only (plugin recipe)"),
-    ("B", "A + Y_p from the graded glanced pass"),
-    ("C", "B + loss on every real position"),
-    ("D", "C + authors' Hamming and recipe = faithful MIST"),
-    ("E", "no mixing, D's recipe and loss"),
-    ("E_time", "E for as many updates as D's training wall time"),
-    ("F", "D with the lr and warm-up of a CPU budget (RECIPE=authors-cpu)"),
-    ("G", "no mixing, F's recipe and loss"),
-    ("C_fast2", "C on the CPU fast path (issue 13's C_fast rerun: same flags and seed), J's control"),
-    ("F_fast", "F on the CPU fast path"),
-    ("G_fast", "G on the CPU fast path"),
-    ("H", "F_fast + the authors' draft input (10% gold kept, 10% random) = faithful MIST, complete"),
-    ("I", "no mixing, H's recipe, loss and draft input"),
-    ("J", "C on the CPU fast path + the authors' draft input (plugin recipe)"),
-]
+import spec
+
+ROWS = spec.labels(spec.load("quora_ablation"))  # (row, label), declared in examples/specs/quora_ablation.yaml
 SCORE_COLS = ["BLEU-4", "iBLEU", "self-BLEU", "identical-to-source %"]
 PROBE_COLS = [("first_pass_acc", "draft acc"), ("mixed_acc_own", "mixed, own Y_p"),
               ("mixed_acc_gold", "mixed, gold Y_p"), ("oracle_gap_acc", "oracle gap (acc)"),

@@ -2,8 +2,8 @@
 # Reads DATA RUN MODE ARCH PRETRAINED LR BATCH UPDATES WARMUP INTERVAL GEN_BATCH SCORE_TASK EXTRA RECIPE FAST_PATH
 # GEN_ARGS (fairseq-generate options of dev selection and the test decode, e.g. "--decode-mode ar --beam 1"), and
 # BUDGET_HOURS (> 0: stop after that much cumulative training wall time, kept across resumes) or
-# DEV_SELECT=1: in both cases every INTERVAL-update checkpoint is kept and the test checkpoint is the one
-# with the best dev BLEU-4 (otherwise: the best validation loss).
+# DEV_SELECT=1: in both cases every INTERVAL-update checkpoint is kept (the last KEEP_CHECKPOINTS of them where
+# that is set) and the test checkpoint is the one with the best dev BLEU-4 (otherwise: the best validation loss).
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 recipe_flags() {  # NAME [OVERRIDE...]: sets RECIPE_ARGS to mist_fairseq/recipes/NAME.yaml's fairseq-train flags,
@@ -36,10 +36,10 @@ train_generate_score() {
   local dev_select=${DEV_SELECT:-0}
   if [ "${BUDGET_HOURS:-0}" != 0 ]; then
     # validation loss is not comparable across mix modes and costs budget: choose by dev BLEU afterwards
-    budget=(--stop-time-hours "$BUDGET_HOURS" --disable-validation --keep-interval-updates -1)
+    budget=(--stop-time-hours "$BUDGET_HOURS" --disable-validation --keep-interval-updates "${KEEP_CHECKPOINTS:--1}")
     dev_select=1
   elif [ "$dev_select" = 1 ]; then
-    budget=(--disable-validation --keep-interval-updates -1)
+    budget=(--disable-validation --keep-interval-updates "${KEEP_CHECKPOINTS:--1}")
   fi
   # shellcheck disable=SC2086
   [ -e "$RUN/train.done" ] || fairseq-train "$DATA/bin" --user-dir "$REPO/mist_fairseq" --task mist_nar --arch "$ARCH" \

@@ -90,9 +90,10 @@ def chunk_path(work: str, split: str, c: int) -> str:
 
 
 def decode_chunks(models, task, gen, split: str, args, work: str) -> None:
-    """Decodes this shard's missing chunks of ``split``; each chunk file ``id<TAB>wordpieces`` is
-    written whole (tmp + rename)."""
+    """Decodes this shard's missing chunks of ``split`` on ``args.device``; each chunk file
+    ``id<TAB>wordpieces`` is written whole (tmp + rename)."""
     import torch
+    from fairseq import utils
 
     task.load_dataset(split)
     ds = task.dataset(split)
@@ -110,6 +111,7 @@ def decode_chunks(models, task, gen, split: str, args, work: str) -> None:
         lines = []
         for b in range(0, len(ids), args.batch_size):
             sample = ds.collater([ds[i] for i in ids[b : b + args.batch_size]])
+            sample = utils.apply_to_sample(lambda t: t.to(args.device), sample)
             with torch.inference_mode():
                 hypos = task.inference_step(gen, models, sample)
             for sid, h in zip(sample["id"].tolist(), hypos):
@@ -154,7 +156,7 @@ def assemble(args, work: str, splits: List[str], teacher_info: Dict, decode_s: f
     vocab = os.path.join(args.data, "bin", "vocab.txt")
     bpe = BertBPE(BertBPEConfig(bpe_vocab_file=vocab))
     manifest = {"teacher": teacher_info, "data": os.path.abspath(args.data), "splits": {}, "keep_raw": args.keep_raw,
-                "decode_seconds": round(decode_s, 1)}
+                "device": str(args.device), "decode_seconds": round(decode_s, 1)}
     for split in splits:
         src_raw = read_lines(os.path.join(args.data, "raw", f"{split}.src"))
         tgt_raw = read_lines(os.path.join(args.data, "raw", f"{split}.tgt"))
@@ -212,6 +214,7 @@ def parse_args(argv=None):
     p.add_argument("--chunk-size", type=int, default=2000, help="sentences per resumable chunk")
     p.add_argument("--shard", default="0/1", help="i/N: this process decodes the chunks c with c %% N == i")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--cpu", action="store_true", help="decode on the CPU even where a CUDA device is available")
     p.add_argument("--workers", type=int, default=2, help="fairseq-preprocess workers")
     p.add_argument("--score-task", default="quora", choices=["quora", "squad-qg", "xsum"],
                    help="scorer of the manifest's distilled-vs-reference and self-BLEU figures")
@@ -258,8 +261,10 @@ def run(args) -> Dict:
     else:
         with open(opt_path, "w") as f:
             json.dump(options, f, indent=2)
+    # the first CUDA device where there is one (as fairseq-generate does), else the CPU
+    args.device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     for m in models:
-        m.eval()
+        m.eval().to(args.device)
     gen = task.build_generator(models, generation_config(args))
     t_dec = time.time()
     for split in args.splits:

@@ -70,7 +70,7 @@ def probe_batch(model, src: torch.Tensor, gold: torch.Tensor, glat_ratio: float,
 
     real = gold.ne(model.pad)
     lengths, width = real.sum(1), gold.size(1)
-    all_mask = model.masked_target(lengths, width)
+    all_mask = model.masked_target(lengths, width, src_tokens=src)  # the copied source under --target-input copy
     plain = model.encode_source(src)
     draft, _ = gen.predict_pass(model, plain, all_mask, src)  # Y_p: one-pass decoding, gold lengths
     partner = shuffle_partners(lengths)

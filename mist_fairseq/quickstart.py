@@ -3,7 +3,7 @@ small real paraphrase set (3,000 Quora pairs shipped in mist_fairseq/resources/q
 generate on 500 held-out pairs and print samples, scores and decoding speed.
 
     python -m mist_fairseq.quickstart [--workdir DIR] [--budget-minutes 10] [--targets kd|raw]
-        [--mix-mode none|dynamic] [--ctc]
+        [--mix-mode none|dynamic] [--ctc] [--target-input mask|copy]
 
 The whole job is budgeted by wall time: training gets what is left of ``--budget-minutes`` after the
 steps before it and a reserve for the steps after it (measured on the machine at hand), capped at
@@ -16,7 +16,8 @@ are worth more; ``--mix-mode dynamic`` trains MIST. Every step is a real CLI cal
 fairseq-train, fairseq-generate), printed before it runs, so
 the same commands work on your own data. Training resumes from
 DIR/checkpoints-TARGETS-MIXMODE[-ctc]/checkpoint_last.pt. ``--ctc`` trains a CTC output instead of the
-length head.
+length head; ``--target-input copy`` fills the target slots with the uniformly copied source instead of
+[MASK]s (checkpoints in DIR/...-copy).
 """
 
 import argparse
@@ -103,13 +104,14 @@ def train_command(args, data_bin, ckpt_dir, budget_s=None):
          "--keep-interval-updates", "1", "--log-format", "simple", "--log-interval", "10",
          "--num-workers", "0", "--seed", "1", "--disable-validation"]
             + (["--ctc"] if args.ctc else [])
+            + ["--target-input", args.target_input]
             + (["--stop-time-hours", f"{budget_s / 3600:.5f}"] if budget_s else [])
             # the plugin recipe (mist_fairseq/recipes/plugin.yaml: it won on dev at CPU budgets) at this job's lr
             + recipe_flags("plugin", [f"optimization.lr=[{args.lr}]", f"lr_scheduler.warmup_updates={args.warmup_updates}"],
                            fast_path=args.fast_path))
 
 
-def untrained_hypotheses(data_bin, split="test", batch_size=32, ctc=False):
+def untrained_hypotheses(data_bin, split="test", batch_size=32, ctc=False, target_input="mask"):
     """Generates with the pretrained encoder and fresh heads, before any update (in-process)."""
     import mist_fairseq  # noqa: F401  (registers the task/model)
     from fairseq import options, tasks
@@ -119,6 +121,7 @@ def untrained_hypotheses(data_bin, split="test", batch_size=32, ctc=False):
     args = options.parse_args_and_arch(parser, [
         data_bin, "--user-dir", HERE, "--task", "mist_nar", "--arch", "mist_minilm_l6",
         "--criterion", "mist", "--pretrained-encoder", "minilm", "--seed", "1", "--tie-output-embeddings",
+        "--target-input", target_input,
     ] + (["--ctc"] if ctc else []))
     cfg = convert_namespace_to_omegaconf(args)
     torch.manual_seed(1)
@@ -149,6 +152,8 @@ def parse_args(argv=None):
     p.add_argument("--ctc", action="store_true",
                    help="a CTC output (slots at twice the source length, no length to predict) instead of the "
                    "length head")
+    p.add_argument("--target-input", choices=["mask", "copy"], default="mask",
+                   help="what the target slots hold before the pass: [MASK] or the source, uniformly copied")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per update")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
     p.add_argument("--warmup-updates", type=int, default=60, help="updates of linear learning-rate warm-up")
@@ -173,7 +178,8 @@ def main(argv=None):
     os.makedirs(args.workdir, exist_ok=True)
     prep = os.path.join(args.workdir, f"data-{args.targets}")
     data_bin = os.path.join(prep, "bin")
-    ckpt_dir = os.path.join(args.workdir, f"checkpoints-{args.targets}-{args.mix_mode}{'-ctc' if args.ctc else ''}")
+    ckpt_dir = os.path.join(args.workdir, f"checkpoints-{args.targets}-{args.mix_mode}{'-ctc' if args.ctc else ''}"
+                            f"{'-copy' if args.target_input == 'copy' else ''}")
     py = sys.executable
 
     print(f"== 1. prepare: WordPiece with the MiniLM vocab, binarize (fairseq-preprocess); train targets: "
@@ -188,7 +194,7 @@ def main(argv=None):
 
     print("== 2. the untrained model (MiniLM encoder, fresh MLM/length heads)", flush=True)
     t_untrained = time.time()
-    untrained = untrained_hypotheses(data_bin, ctc=args.ctc)
+    untrained = untrained_hypotheses(data_bin, ctc=args.ctc, target_input=args.target_input)
     untrained_s = time.time() - t_untrained
 
     budget_s = None

@@ -229,6 +229,23 @@ class Recorder:
         del self.model.decode_target, self.model.mix_source
 
 
+def passes_train_then_eval(model, crit, sample):
+    """The Recorder calls of one training step's passes then one validation step's (the model is left
+    in training mode), and the training step's logging extras."""
+    rec = Recorder(model)
+    try:
+        torch.manual_seed(3)
+        model.train()
+        _, extras = crit.mist_outputs(model, sample)
+        model.eval()
+        with torch.no_grad():
+            crit.mist_outputs(model, sample)
+    finally:
+        rec.undo()
+        model.train()
+    return rec.calls, extras
+
+
 def argmax_at(logits, positions, pad):
     out = torch.full(positions.shape, pad)
     out[positions] = logits.argmax(-1)
@@ -344,18 +361,9 @@ def test_draft_input_is_the_authors_corrupted_target_while_training(tiny_model, 
     model = tiny_model.train()
     real = tgt.ne(PAD)
     crit = make_criterion(small_dict, target_keep_prob=keep, target_random_prob=random)
-    rec = Recorder(model)
-    try:
-        torch.manual_seed(3)
-        _, extras = crit.mist_outputs(model, make_sample(src, tgt))
-        model.eval()
-        with torch.no_grad():
-            crit.mist_outputs(model, make_sample(src, tgt))
-    finally:
-        rec.undo()
-        model.train()
+    calls, extras = passes_train_then_eval(model, crit, make_sample(src, tgt))
     n = 3  # training: draft, graded first pass, graded mixed pass (Hamming "first"); then validation
-    y0, y_in = rec.calls[0][0], rec.calls[1][0]
+    y0, y_in = calls[0][0], calls[1][0]
     shown = real & y0.ne(MASK)
     assert extras["_pred_hidden"] == int((real & y0.eq(MASK)).sum())
     if keep + random > 0:
@@ -363,10 +371,10 @@ def test_draft_input_is_the_authors_corrupted_target_while_training(tiny_model, 
         assert (y0[shown] != tgt[shown]).any()  # random tokens among them
         # glancing puts gold on top of Y_0: where Y_M is not gold it is Y_0's token
         assert torch.equal(y_in[y_in.ne(tgt) & real], y0[y_in.ne(tgt) & real])
-        assert torch.equal(rec.calls[2][0], y_in)  # the mixed pass reads the same Y_M
+        assert torch.equal(calls[2][0], y_in)  # the mixed pass reads the same Y_M
     else:
         assert not shown.any()
-    assert rec.calls[n][0][real].eq(MASK).all()  # validation: all [MASK]
+    assert calls[n][0][real].eq(MASK).all()  # validation: all [MASK]
 
 
 def test_target_noise_probabilities_are_checked(small_dict):

@@ -70,6 +70,19 @@ def test_shards_resume_and_assemble_once_complete(teacher, data, tmp_path, capsy
     assert not os.path.exists(str(out) + ".work")
 
 
+def test_device_follows_cuda_unless_cpu(teacher, data, tmp_path, monkeypatch):
+    """Where CUDA is available the teacher decodes there (as fairseq-generate does); --cpu keeps it on
+    the CPU. Faked here: a machine without CUDA would fail at the first move if --cpu were ignored."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    manifest = distill.run(distill_args(teacher, data, tmp_path / "kd", "--cpu"))
+    assert manifest["device"] == "cpu" and manifest["splits"]["train"]["pairs"] == 64
+    if not torch.backends.cuda.is_built():
+        with pytest.raises((AssertionError, RuntimeError)):
+            distill.run(distill_args(teacher, data, tmp_path / "kd2"))
+
+
 def test_keep_raw_and_existing_output(teacher, data, tmp_path):
     out = tmp_path / "kd"
     distill.run(distill_args(teacher, data, out, "--keep-raw"))

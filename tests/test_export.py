@@ -196,3 +196,27 @@ def test_int8_answers_do_not_depend_on_batch_mates(exported, data):
     assert invariant.generate(sources[::-1]) == mixed[::-1]
     fp32 = OnnxMistModel(str(out), precision="fp32", threads=1)
     assert fp32.pass_size == fp32.batch_size  # fp32 keeps batching
+
+
+def test_copy_target_input_travels_to_the_runner(trained, data, tmp_path):
+    """A --target-input copy checkpoint (here: the trained weights with that option) exports its slot
+    rule; the runner fills the slots as PyTorch does and decodes the same text."""
+    from mist_fairseq import MistModel
+    from mist_fairseq.export import OnnxMistModel
+
+    state = torch.load(trained / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    state["cfg"]["model"]["target_input"] = "copy"
+    torch.save(state, tmp_path / "copy.pt")
+    out = tmp_path / "export"
+    python_cli("mist_fairseq.export", str(tmp_path / "copy.pt"), "--data", str(data / "bin"), "--out", str(out))
+    assert json.loads((out / "mist_export.json").read_text())["target_input"] == "copy"
+    ref = MistModel.from_pretrained(str(tmp_path), checkpoint_file="copy.pt", data_name_or_path=str(data / "bin"),
+                                    threads=1, batch_size=4)
+    onnx = OnnxMistModel(str(out), threads=1, batch_size=4)
+    assert ref.models[0].target_input == onnx.model.target_input == "copy"
+    sources = (data / "raw" / "test.src").read_text().splitlines()
+    src = ref.encode(sources[0]).unsqueeze(0)
+    lengths = torch.tensor([4])
+    copied = ref.models[0].masked_target(lengths, src_tokens=src)
+    assert torch.equal(onnx.model.masked_target(lengths, src_tokens=src), copied)
+    assert onnx.generate(sources) == ref.generate(sources)

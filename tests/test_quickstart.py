@@ -50,6 +50,8 @@ def test_training_is_budgeted_by_time_and_trains_the_chosen_targets():
     mist = train_command(parse_args(["--mix-mode", "dynamic"]), "BIN", "CK", 10.0)
     assert mist[mist.index("--mix-mode") + 1] == "dynamic"
     assert "--ctc" in train_command(parse_args(["--ctc"]), "BIN", "CK", None) and "--ctc" not in cmd
+    copy = train_command(parse_args(["--target-input", "copy"]), "BIN", "CK", None)
+    assert copy[copy.index("--target-input") + 1] == "copy" and cmd[cmd.index("--target-input") + 1] == "mask"
     # the plugin recipe (mist_fairseq/recipes/plugin.yaml) at the quickstart's lr and warm-up
     from mist_fairseq.recipes import flags
     recipe = flags("plugin", ["optimization.lr=[0.0005]", "lr_scheduler.warmup_updates=60"], fast_path=True)

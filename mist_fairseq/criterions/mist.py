@@ -220,15 +220,22 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             logits = model.decode_target(state.detach(), y0, real)
         return scatter_argmax(logits, real, model.pad)
 
-    def draft_input(self, model, gold):
+    def draft_input(self, model, gold, src):
         """Y_0 (B, T): the authors' corrupted target while training with --target-keep-prob/
-        --target-random-prob > 0, else all [MASK] up to each gold length."""
+        --target-random-prob > 0, else the model's target input up to each gold length (all [MASK],
+        or the copied source src (B, S) under --target-input copy)."""
         real = gold.ne(model.pad)
+        copy = getattr(model, "target_input", "mask") == "copy"
         if model.training and (self.target_keep_prob > 0 or self.target_random_prob > 0):
+            if copy:
+                raise ValueError("--target-input copy replaces the [MASK]s that --target-keep-prob/"
+                                 "--target-random-prob corrupt: set both to 0")
             vocab = len(self.task.target_dictionary)
             return corrupt_target(gold, self.target_keep_prob, self.target_random_prob, model.pad,
                                   model.mask_idx, vocab)
-        return model.masked_target(real.sum(1), gold.size(1))
+        if copy and self.score_positions != "all":
+            raise ValueError("--target-input copy leaves no [MASK] to score: use --score-positions all")
+        return model.masked_target(real.sum(1), gold.size(1), src_tokens=src)
 
     def _token_loss(self, model, state, gold, y_in, scored, project=None):
         """Graded target pass. scored (B, T) bool: positions in the loss; project (B, T) bool, a
@@ -293,7 +300,7 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         mixing = self.mix_mode != "none"
         dynamic = self.mix_mode == "dynamic"
 
-        y0 = self.draft_input(model, gold)
+        y0 = self.draft_input(model, gold, src)
         draft = self._predict(model, state, y0, real)  # no-grad first pass over Y_0
         static = self.task.static_pseudo_batch(sample) if self.mix_mode == "static" else None
         hamming_pred = draft
@@ -318,7 +325,8 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             mixed = model.encode_source(model.mix_source(pseudo, src))
             entry, _ = self._token_loss(model, mixed, gold, y_in, scored)
             outputs["mist"] = dict(entry, factor=self.mist_loss_factor)
-        hidden = y0.eq(model.mask_idx)  # all real positions unless Y_0 is corrupted
+        # all real positions unless Y_0 is corrupted (a copied source hides the target as [MASK]s do)
+        hidden = real if getattr(model, "target_input", "mask") == "copy" else y0.eq(model.mask_idx)
         extras.update({
             # the first pass's accuracy where its input showed [MASK]: with an all-[MASK] Y_0, what one-pass
             # decoding would output
@@ -326,7 +334,7 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             "_pred_total": int(real.sum()),
             "_pred_hidden": int(hidden.sum()),
             # gold tokens glancing revealed where Y_0 showed [MASK] (plus the kept/random ones Y_0 showed)
-            "_revealed": int((hidden & y_in.ne(model.mask_idx)).sum()),
+            "_revealed": int((hidden & y_in.ne(y0)).sum()),
             "_shown": int((real & ~hidden).sum()),
         })
         if mixing:

@@ -61,7 +61,7 @@ def export_graphs(model, out_dir: str, opset: int = 18, names=GRAPHS["fp32"], ow
         state = model.encode_source(src)
         keys = torch.stack([k for k, _ in state.kv])
         values = torch.stack([v for _, v in state.kv])
-        tgt = model.masked_target(torch.tensor([4, 3], device=dev))
+        tgt = model.masked_target(torch.tensor([4, 3], device=dev), src_tokens=src)
         torch.onnx.export(TargetGraph(model, own_output_weight), (keys, values, state.key_mask, state.length, tgt),
                           os.path.join(out_dir, names[1]),
                           input_names=TARGET_INPUTS, output_names=TARGET_OUTPUTS,
@@ -162,6 +162,7 @@ def _write(model, tcfg, out_dir, precisions, graphs, opset, checkpoint) -> Dict:
         "graphs": graphs,
         "files": folder.digests(out_dir, files),  # the runner refuses a folder that does not match
         "ids": {"pad": model.pad, "eos": model.eos, "bos": model.bos, "mask": model.mask_idx},
+        "target_input": getattr(model, "target_input", "mask"),
         # a CTC checkpoint: the same two graphs, the target one run over upsampled [MASK] slots
         "ctc": ({"blank": model.blank_idx, "upsample_ratio": model.upsample_ratio, "min_slots": model.ctc_min_slots}
                 if model.ctc else None),

@@ -53,6 +53,7 @@ class OnnxMistNAR(TokenOps):
         self.pad, self.eos, self.bos, self.mask_idx = ids["pad"], ids["eos"], ids["bos"], ids["mask"]
         self.num_positions = config["num_positions"]
         self.max_target_positions = config["max_target_positions"]
+        self.target_input = config.get("target_input", "mask")  # exports made before the option: [MASK]
         ctc = config.get("ctc")  # a CTC checkpoint's slot rule and blank (TokenOps.slot_target)
         self.ctc = ctc is not None
         if ctc:

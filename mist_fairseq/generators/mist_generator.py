@@ -110,7 +110,7 @@ class MistGenerator:
             order = torch.arange(src.size(0), device=src.device).repeat_interleave(lengths.size(1))
             state = state.index_select(order)
             src = src.index_select(0, order)
-        return state, src, model.masked_target(lengths.reshape(-1))
+        return state, src, model.masked_target(lengths.reshape(-1), src_tokens=src)
 
     def finish(self, tokens, scores, real, bsz: int, steps: int, model=None, state=None,
                src=None) -> List[List[dict]]:
@@ -147,8 +147,8 @@ class MistGenerator:
                 n_mask = (n_real.float() * (self.decode_iters - it) / self.decode_iters).long()
                 rank = scores.masked_fill(~real, float("inf")).argsort(1).argsort(1)
                 remask = (rank < n_mask.unsqueeze(1)) & real
-                new_tokens, new_scores = self.predict_pass(model, state, tokens.masked_fill(remask, self.mask),
-                                                           src)
+                # re-masked slots get the first pass's input back: [MASK], or the copied source
+                new_tokens, new_scores = self.predict_pass(model, state, torch.where(remask, tgt, tokens), src)
                 tokens = torch.where(remask, new_tokens, tokens)
                 scores = torch.where(remask, new_scores, scores)
         return self.finish(tokens, scores, real, bsz, self.decode_iters, model, state, src)

@@ -21,8 +21,9 @@ Shapes: B batch, S source width (binarized, ends in [SEP]; no [CLS]), T target w
 - ``ctc`` (bool): a CTC checkpoint (:mod:`mist_fairseq.models.ctc`): its target is ``slot_target(src_tokens
   (B, S)) -> (B, T)`` ([MASK] slots, ``upsample_ratio`` per source token, blank id ``blank_idx``) and
   its output is collapsed; the length logits are not used.
-- ``masked_target(lengths (B,)) -> (B, T)`` and ``mix_source(pseudo (B, T), src_tokens (B, S)) -> (B, W)``:
-  token bookkeeping, implemented once here (:class:`TokenOps`).
+- ``masked_target(lengths (B,), src_tokens=(B, S)) -> (B, T)`` (the target input: [MASK]s, or the source
+  copied into the slots where ``target_input`` is ``copy``) and ``mix_source(pseudo (B, T), src_tokens
+  (B, S)) -> (B, W)``: token bookkeeping, implemented once here (:class:`TokenOps`).
 """
 
 from typing import Optional
@@ -30,6 +31,22 @@ from typing import Optional
 import torch
 
 from mist_fairseq.models.ctc import slot_lengths
+
+
+def uniform_copy(src_tokens: torch.Tensor, lengths: torch.Tensor, width: int, pad: int, eos: int) -> torch.Tensor:
+    """src_tokens (B, S): ``X [SEP]`` rows, left- or right-padded; lengths (B,): target lengths, final
+    [SEP] counted. Returns (B, width): slot i < L - 1 holds X[floor(i * |X| / (L - 1))], slot L - 1
+    [SEP], pad from L on (a row with an empty X gets [SEP]s)."""
+    real = src_tokens.ne(pad)
+    packed = src_tokens.gather(1, torch.argsort((~real).to(torch.uint8), dim=1, stable=True))  # real first
+    n_x = (real.sum(1) - 1).clamp(min=0)  # (B,) tokens of X, its [SEP] not counted
+    i = torch.arange(width, device=src_tokens.device).unsqueeze(0)  # (1, width)
+    body = (lengths - 1).clamp(min=1).unsqueeze(1)
+    j = torch.div(i * n_x.unsqueeze(1), body, rounding_mode="floor").clamp(max=packed.size(1) - 1)
+    out = packed.gather(1, j)
+    out = out.masked_fill(n_x.eq(0).unsqueeze(1), eos)
+    out = out.masked_fill(i == (lengths - 1).unsqueeze(1), eos)
+    return out.masked_fill(i >= lengths.unsqueeze(1), pad)
 
 
 class TokenOps:
@@ -44,10 +61,19 @@ class TokenOps:
     max_target_positions: int
     # CTC checkpoints also set blank_idx, upsample_ratio and ctc_min_slots
     ctc: bool = False
+    target_input: str = "mask"  # or "copy": the slots hold the source, uniformly copied
 
-    def masked_target(self, lengths: torch.Tensor, width: Optional[int] = None) -> torch.Tensor:
-        """(B,) lengths -> (B, width) all [MASK] up to each length (final [SEP] slot included), pad after."""
+    def masked_target(self, lengths: torch.Tensor, width: Optional[int] = None,
+                      src_tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B,) lengths -> (B, width) target input up to each length (final [SEP] slot included), pad
+        after: all [MASK], or, where ``target_input`` is ``copy``, ``src_tokens`` (B, S) row by row
+        copied into the slots (:func:`uniform_copy`; then src_tokens is required)."""
         width = int(lengths.max()) if width is None else width
+        if self.target_input == "copy":
+            if src_tokens is None:
+                raise ValueError("this checkpoint's target input is the copied source (--target-input copy): "
+                                 "pass src_tokens")
+            return uniform_copy(src_tokens, lengths, width, self.pad, self.eos)
         ar = torch.arange(width, device=lengths.device)
         t = torch.full((lengths.numel(), width), self.mask_idx, dtype=torch.long, device=lengths.device)
         return t.masked_fill(ar[None, :] >= lengths[:, None], self.pad)

@@ -79,6 +79,15 @@ class MistNARConfig(FairseqDataclass):
     ctc_min_slots: int = field(
         default=8, metadata={"help": "--ctc: the fewest slots, for short sources"}
     )
+    target_input: ChoiceEnum(["mask", "copy"]) = field(
+        default="mask",
+        metadata={
+            "help": "what Y_M's slots hold before glancing: [MASK] (the authors' MIST) or the source tokens "
+            "copied by uniform alignment (slot i of a length-L target takes source token floor(i * |X| / "
+            "(L - 1)); the final slot [SEP]), as Fairseq's NAT copies source embeddings; training and "
+            "every decoding path read it from the checkpoint. Length-head models only"
+        },
+    )
     init_std: float = field(default=0.02, metadata={"help": "std of weights not taken from a checkpoint"})
     pretrained_encoder: Optional[str] = field(
         default=None,
@@ -118,6 +127,10 @@ class MistNARModel(BaseFairseqModel, TokenOps):
             if self.upsample_ratio <= 0 or self.ctc_min_slots < 1:
                 raise ValueError(f"--upsample-ratio {cfg.upsample_ratio} must be > 0 and --ctc-min-slots "
                                  f"{cfg.ctc_min_slots} >= 1")
+        # a checkpoint saved before the option existed has no such key: its slots held [MASK]
+        self.target_input = str(getattr(cfg, "target_input", "mask"))
+        if self.target_input == "copy" and self.ctc:
+            raise ValueError("--target-input copy fills the length head's slots; --ctc slots hold [MASK]: drop one")
         if cfg.max_source_positions + cfg.max_target_positions > cfg.max_positions:
             raise ValueError(
                 f"--max-source-positions {cfg.max_source_positions} + --max-target-positions "
