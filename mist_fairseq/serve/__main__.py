@@ -52,6 +52,9 @@ def main(argv=None):
     p.add_argument("--rerank-path", default=None,
                    help="--backend torch: rank the length-beam (CTC: --ctc-beam) candidates by this separate AR "
                    "checkpoint")
+    p.add_argument("--malloc-arenas", type=int, default=2,
+                   help="glibc malloc arenas the process may use (0: glibc's default, 8 per core); few arenas keep "
+                   "the resident memory of a long-running server from creeping up (docs/RESULTS.md, Serving)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
     args = p.parse_args(argv)
@@ -76,6 +79,9 @@ def main(argv=None):
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                         force=True)  # fairseq configured the root logger on import
+    from mist_fairseq.serve.memory import limit_malloc_arenas
+
+    limit_malloc_arenas(args.malloc_arenas)  # before the model is loaded: it acts on later allocations
     try:
         backend = load_backend(args.backend, args.model, args.precision, args.checkpoint_file, args.data,
                                args.threads, batch_size=args.max_batch, batch_invariant=not args.int8_batching,
