@@ -225,7 +225,7 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         --target-random-prob > 0, else the model's target input up to each gold length (all [MASK],
         or the copied source src (B, S) under --target-input copy)."""
         real = gold.ne(model.pad)
-        copy = getattr(model, "target_input", "mask") == "copy"
+        copy = model.target_input == "copy"
         if model.training and (self.target_keep_prob > 0 or self.target_random_prob > 0):
             if copy:
                 raise ValueError("--target-input copy replaces the [MASK]s that --target-keep-prob/"
@@ -326,7 +326,7 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             entry, _ = self._token_loss(model, mixed, gold, y_in, scored)
             outputs["mist"] = dict(entry, factor=self.mist_loss_factor)
         # all real positions unless Y_0 is corrupted (a copied source hides the target as [MASK]s do)
-        hidden = real if getattr(model, "target_input", "mask") == "copy" else y0.eq(model.mask_idx)
+        hidden = real if model.target_input == "copy" else y0.eq(model.mask_idx)
         extras.update({
             # the first pass's accuracy where its input showed [MASK]: with an all-[MASK] Y_0, what one-pass
             # decoding would output

@@ -162,7 +162,7 @@ def _write(model, tcfg, out_dir, precisions, graphs, opset, checkpoint) -> Dict:
         "graphs": graphs,
         "files": folder.digests(out_dir, files),  # the runner refuses a folder that does not match
         "ids": {"pad": model.pad, "eos": model.eos, "bos": model.bos, "mask": model.mask_idx},
-        "target_input": getattr(model, "target_input", "mask"),
+        "target_input": model.target_input,
         # a CTC checkpoint: the same two graphs, the target one run over upsampled [MASK] slots
         "ctc": ({"blank": model.blank_idx, "upsample_ratio": model.upsample_ratio, "min_slots": model.ctc_min_slots}
                 if model.ctc else None),
