@@ -14,24 +14,14 @@ import os
 import sys
 
 from collect_kd import format_table, plot
+import spec
 from collect_rows import load, scored_rows, test_split
 
 from mist_fairseq import score as scorer
 
-CTC_BENCH = "CTC single pass (2 x source slots)"
-ROWS = [  # (label, run, test output, benchmark row)
-    ("same-encoder AR teacher: greedy", "ar_same", "generate-test.txt", "same-encoder AR, greedy"),
-    ("length head, no mixing, KD: single pass", "none_kd", "generate-test.txt", "MIST single pass"),
-    ("length head, no mixing, KD: length beam 5, AR-rescored", "none_kd", "modes/lb5ar.txt",
-     "MIST length beam 5, AR-rescored (lengths predicted)"),
-    ("length head, MIST, KD: single pass", "dynamic_kd", "generate-test.txt", "MIST single pass"),
-]
-for _label, _run in (("CTC, no mixing, KD", "ctc_none_kd"), ("CTC, MIST, KD", "ctc_dynamic_kd"),
-                     ("CTC, no mixing, raw", "ctc_none")):
-    ROWS += [(f"{_label}: greedy", _run, "generate-test.txt", CTC_BENCH),
-             (f"{_label}: prefix beam 5", _run, "modes/cb5.txt", CTC_BENCH + ", prefix beam 5"),
-             (f"{_label}: prefix beam 5, AR-rescored", _run, "modes/cb5ar.txt", CTC_BENCH + ", prefix beam 5, AR-rescored")]
-REFERENCE = "length head, no mixing, KD: single pass"
+SPEC = spec.load("quora_ctc")  # the rows, decodings and reference: examples/specs/quora_ctc.yaml
+ROWS = spec.table_rows(SPEC)
+REFERENCE, REFERENCE_RUN, REFERENCE_OUTPUT = spec.reference(SPEC)
 
 
 def main(argv=None):
@@ -44,15 +34,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     refs, srcs = test_split(args.data)
     bench = (load(args.bench) or {}).get("decoding", {}) if args.bench else {}
-    base_path = os.path.join(args.root, "quora_none_kd", "generate-test.txt")
+    base_path = os.path.join(args.root, f"quora_{REFERENCE_RUN}", REFERENCE_OUTPUT)
     if not os.path.exists(base_path):
-        sys.exit(f"error: {base_path} missing: the length-head KD student is the reference of every comparison")
+        sys.exit(f"error: {base_path} missing: {REFERENCE} is the reference of every comparison")
     base = scorer.read_hypotheses(base_path)
     out = scored_rows(ROWS, args.root, refs, srcs, base, "vs_reference", lambda label, run: label == REFERENCE,
                       bench, args.bootstrap_samples)
     os.makedirs(args.out, exist_ok=True)
     scorer.write_json(os.path.join(args.out, "ctc.json"), out)
-    table = format_table(out, reference="length head, no mixing, KD", key="vs_reference")
+    table = format_table(out, reference=REFERENCE.split(":")[0], key="vs_reference")
     with open(os.path.join(args.out, "ctc_table.md"), "w") as f:
         f.write(table)
     print(table)

@@ -14,26 +14,13 @@ import argparse
 import os
 import sys
 
+import spec
 from collect_rows import load, scored_rows, test_split
 
 from mist_fairseq import score as scorer
 
-STUDENTS = [("no mixing, raw", "none"), ("no mixing, KD", "none_kd"), ("MIST, KD", "dynamic_kd")]
-DECODINGS = [  # (label suffix, output file, benchmark row)
-    ("length beam 1", "generate-test.txt", "MIST single pass"),
-    ("length beam 3", "modes/lb3.txt", "MIST length beam 3 (lengths predicted)"),
-    ("length beam 5", "modes/lb5.txt", "MIST length beam 5 (lengths predicted)"),
-    ("length beam 3, AR-rescored", "modes/lb3ar.txt", "MIST length beam 3, AR-rescored (lengths predicted)"),
-    ("length beam 5, AR-rescored", "modes/lb5ar.txt", "MIST length beam 5, AR-rescored (lengths predicted)"),
-]
-
-
-def rows_to_read():
-    yield "same-encoder AR teacher: greedy", "ar_same", "generate-test.txt", "same-encoder AR, greedy"
-    yield "same-encoder AR teacher: beam 4", "ar_same", "modes/ar4.txt", "same-encoder AR, beam 4"
-    for name, run in STUDENTS:
-        for suffix, path, bench in DECODINGS:
-            yield f"{name}: {suffix}", run, path, bench
+SPEC = spec.load("quora_kd")  # the rows, decodings and reference: examples/specs/quora_kd.yaml
+REFERENCE, REFERENCE_RUN, REFERENCE_OUTPUT = spec.reference(SPEC)
 
 
 def main(argv=None):
@@ -46,12 +33,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     refs, srcs = test_split(args.data)
     bench = (load(args.bench) or {}).get("decoding", {}) if args.bench else {}
-    base_path = os.path.join(args.root, "quora_none", "generate-test.txt")
+    base_path = os.path.join(args.root, f"quora_{REFERENCE_RUN}", REFERENCE_OUTPUT)
     if not os.path.exists(base_path):
-        sys.exit(f"error: {base_path} missing: the raw-data no-mixing student is the reference of every comparison")
+        sys.exit(f"error: {base_path} missing: {REFERENCE} is the reference of every comparison")
     base = scorer.read_hypotheses(base_path)
-    out = scored_rows(rows_to_read(), args.root, refs, srcs, base, "vs_raw_nat",
-                      lambda label, run: label == "no mixing, raw: length beam 1", bench, args.bootstrap_samples)
+    out = scored_rows(spec.table_rows(SPEC), args.root, refs, srcs, base, "vs_raw_nat",
+                      lambda label, run: label == REFERENCE, bench, args.bootstrap_samples)
     os.makedirs(args.out, exist_ok=True)
     scorer.write_json(os.path.join(args.out, "kd.json"), out)
     table = format_table(out)

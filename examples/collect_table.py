@@ -11,9 +11,10 @@ listed as such, never invented.
 import argparse
 import os
 
+import spec
 from collect_rows import load
 
-MIST_ROWS = [("none", "encoder init, no mixing"), ("dynamic", "MIST (dynamic mixing)"), ("static", "static mixing")]
+MIST_ROWS = spec.labels(spec.load("table"))  # (row, label): examples/specs/table.yaml's table rows
 BASELINES = [("ar", "AR transformer (beam 4)"), ("nat", "Fairseq NAT"), ("cmlm", "Fairseq CMLM (10 it.)"),
              ("levt", "Fairseq LevT")]
 BENCH_ROW = {"dynamic": "MIST single pass", "none": "MIST single pass", "static": "MIST single pass",

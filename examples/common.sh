@@ -64,6 +64,35 @@ train_generate_score() {
     "${src_arg[@]}" --json "$RUN/scores.json"
 }
 
+spec_student() {  # SPEC ROW: examples/specs/SPEC.yaml's row trained by quora.sh in ROOT/quora_RUN with the
+  # students' recipe (batch 32, 100 warm-up updates, a checkpoint every INTERVAL (500) updates, BUDGET_HOURS),
+  # on DATA or, for data: kd, KD; a row with `by` is that script's step in the same ROOT instead
+  local options MODE RECIPE FAST_PATH FLAGS DATA_KIND RUN_NAME BY data=$DATA
+  options=$(python "$REPO/examples/spec.py" "$1" row "$2") || exit 2
+  eval "$options"
+  if [ -n "$BY" ]; then
+    ROOT=$ROOT DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS INTERVAL=${INTERVAL:-500} STEPS=${BY#* } \
+      bash "$REPO/examples/${BY%% *}"
+    return
+  fi
+  [ -e "$ROOT/quora_$RUN_NAME/scores.json" ] && return 0
+  [ "$DATA_KIND" = kd ] && data=$KD
+  MODE=$MODE RECIPE=$RECIPE FAST_PATH=$FAST_PATH EXTRA=$FLAGS RUN=$ROOT/quora_$RUN_NAME DATA=$data \
+    BUDGET_HOURS=$BUDGET_HOURS WARMUP=100 INTERVAL=${INTERVAL:-500} BATCH=32 bash "$REPO/examples/quora.sh"
+}
+
+table_run() {  # RUNNER RUN_PREFIX ROW: examples/specs/table.yaml's row trained by examples/RUNNER (quora.sh,
+  # squad_qg.sh) in RUN_PREFIX_ROW with the tables' recipe (batch 32, 100 warm-up updates, a checkpoint every
+  # INTERVAL updates, BUDGET_HOURS of training); {pseudo} in its flags: RUN_PREFIX_none/pseudo-train.txt
+  local options MODE RECIPE FAST_PATH FLAGS DATA_KIND RUN_NAME BY GEN run
+  options=$(python "$REPO/examples/spec.py" table row "$3") || exit 2
+  eval "$options"
+  run=$2_$RUN_NAME
+  [ -e "$run/scores.json" ] && return 0
+  MODE=$MODE RECIPE=$RECIPE FAST_PATH=$FAST_PATH EXTRA=${FLAGS//\{pseudo\}/$2_none/pseudo-train.txt} GEN_ARGS=$GEN \
+    RUN=$run DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS WARMUP=100 INTERVAL=$INTERVAL BATCH=32 bash "$REPO/examples/$1"
+}
+
 static_pseudo_targets() {  # NONE_RUN: writes NONE_RUN/pseudo-train.txt, its dev-chosen model's train-set output
   local pseudo=$1/pseudo-train.txt
   if [ ! -e "$pseudo" ]; then

@@ -14,6 +14,7 @@ set -euo pipefail
 RES=mist_fairseq/resources/quora_small
 QUORA=${QUORA:-../shared/data/quora}     # the 50K train pairs (for the check of the line alignment)
 WORK=${WORK:-$(mktemp -d)}
+here=$(dirname "$0")
 n=$(wc -l < "$RES/train.src")
 if [ -n "${KD_SET:-}" ]; then
   cmp -s <(head -n "$n" "$QUORA/train.src") "$RES/train.src" || {
@@ -24,16 +25,7 @@ if [ -n "${KD_SET:-}" ]; then
   python -m mist_fairseq.score --task quora "$WORK/train.kd.tgt" --ref "$RES/train.tgt" --src "$RES/train.src" \
     --no-meteor --json "$WORK/scores.json" > /dev/null
   manifest=$(dirname "$KD_SET")/distill_manifest.json
-  python - "$WORK/scores.json" "$manifest" "$KD_SET" "$n" "$WORK/manifest.json" <<'PY'
-import json, os, sys
-scores, manifest, kd_set, n, out = sys.argv[1:]
-s = json.load(open(scores))["scores"]
-m = json.load(open(manifest)) if os.path.exists(manifest) else {}
-json.dump({"teacher": m.get("teacher"), "from": f"{kd_set}, lines 1-{n}", "splits": {"train": {
-    "pairs": int(n), "distilled BLEU-4": round(s["BLEU-4"], 2), "distilled self-BLEU": round(s["self-BLEU"], 2),
-    "distilled iBLEU": round(s["iBLEU"], 2), "distilled identical-to-source %": s["identical-to-source %"]}}},
-    open(out, "w"), indent=2)
-PY
+  python "$here/steps.py" kd-manifest "$WORK/scores.json" "$manifest" "$KD_SET" "$n" "$WORK/manifest.json"
 else
   : "${TEACHER:?set KD_SET to a kept distilled set or TEACHER to a teacher checkpoint}"
   args=()
@@ -44,15 +36,7 @@ else
   cp "$WORK/kd/raw/train.tgt" "$WORK/train.kd.tgt"
   cp "$WORK/kd/manifest.json" "$WORK/manifest.json"
 fi
-python - "$WORK/manifest.json" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
-m.pop("data", None)  # no machine-specific paths in the shipped copy
-ckpt = (m.get("teacher") or {}).get("checkpoint")
-if isinstance(ckpt, str):
-    m["teacher"]["checkpoint"] = ckpt.split("/")[-2:]
-json.dump(m, open(sys.argv[1], "w"), indent=2)
-PY
+python "$here/steps.py" ship-manifest "$WORK/manifest.json"  # no machine-specific paths in the shipped copy
 cp "$WORK/train.kd.tgt" "$RES/train.kd.tgt.tmp" && mv "$RES/train.kd.tgt.tmp" "$RES/train.kd.tgt"
 cp "$WORK/manifest.json" "$RES/train.kd.manifest.json.tmp" && mv "$RES/train.kd.manifest.json.tmp" "$RES/train.kd.manifest.json"
 echo "wrote $RES/train.kd.tgt and $RES/train.kd.manifest.json"

@@ -31,7 +31,7 @@ mkdir -p "$DOCS"
 spec() { python "$here/spec.py" quora_ablation "$@"; }
 
 system() {  # ROW [UPDATES]: the spec's row trained by quora.sh in ROOT/ablation_ROW
-  local run=$ROOT/ablation_$1 options MODE RECIPE FAST_PATH FLAGS
+  local run=$ROOT/ablation_$1 options MODE RECIPE FAST_PATH FLAGS DATA_KIND RUN_NAME BY
   [ -e "$run/scores.json" ] && return 0
   options=$(spec row "$1") || exit 2
   eval "$options"
@@ -111,16 +111,7 @@ for step in $STEPS; do
       part=$DOCS/probe.part.$$.json
       python -m mist_fairseq.probe "${ckpts[@]}" --data-bin "$DATA/bin" --data "$DATA" --shards "$PROBE_SHARDS" \
         --json "$part"
-      python - "$DOCS/probe.json" "$part" <<'PY'
-import json, os, sys
-out, part = sys.argv[1:3]
-merged = json.load(open(out)) if os.path.exists(out) else {}
-merged.update(json.load(open(part)))
-with open(out + ".tmp", "w") as f:
-    json.dump(merged, f, indent=1)
-os.replace(out + ".tmp", out)
-os.remove(part)
-PY
+      python "$here/steps.py" merge-json "$DOCS/probe.json" "$part"
       ;;
     equal_time)
       # MIST vs no mixing at the no-mix row's training wall time: the MIST row's dev-best checkpoint among
@@ -129,15 +120,7 @@ PY
       for pair in ${EQUAL_TIME_PAIRS:-$(spec pairs equal_time | tr ' ' ':')}; do
         a=${pair%:*} b=${pair#*:}
         [ -e "$ROOT/ablation_$a/dev_curve.json" ] && [ -e "$ROOT/ablation_$b/generate-test.txt" ] || continue
-        pick=$(python - "$ROOT/ablation_$a/dev_curve.json" "$ROOT/ablation_$b/dev_curve.json" <<'PY'
-import json, sys
-f, g = (json.load(open(p)) for p in sys.argv[1:3])
-budget = max(p["train_hours"] for p in g["points"])
-inside = [p for p in f["points"] if p["train_hours"] <= budget * 1.02] or [min(f["points"], key=lambda p: p["train_hours"])]
-best = max(inside, key=lambda p: p["score"])
-print(best["checkpoint"], best["updates"], f"{best['train_hours']:.3f}", f"{budget:.3f}")
-PY
-)
+        pick=$(python "$here/steps.py" equal-time-pick "$ROOT/ablation_$a/dev_curve.json" "$ROOT/ablation_$b/dev_curve.json")
         set -- $pick
         echo "equal time: $a's $1 ($2 updates, $3 h) vs $b's dev-chosen checkpoint ($b trained $4 h)"
         out=$ROOT/ablation_$a/generate-test-$2.txt

@@ -62,18 +62,7 @@ parity() {  # RUN GEN_ARGS DATA: RUN's dev-chosen checkpoint decoded on test in 
   # shellcheck disable=SC2086
   DATA=$3 generate_test "$run/checkpoint_dev_best.pt" "$run/test-cpu.txt" $gen --cpu \
     --distributed-world-size 16 --distributed-rank 0 2>> "$run/parity.log"
-  python - "$run" <<'EOF'
-import json, sys
-from mist_fairseq.dev_select import read_by_id
-run = sys.argv[1]
-gpu = read_by_id(f"{run}/generate-test.txt")
-out = {"n": len(gpu)}
-for name in ("fp16", "cpu"):
-    other = read_by_id(f"{run}/test-{name}.txt")
-    out[f"gpu_fp32_vs_{name}"] = {"compared": len(other), "differ": sum(gpu.get(i) != h for i, h in other.items())}
-json.dump(out, open(f"{run}/parity.json", "w"), indent=1)
-print(run, out)
-EOF
+  python "$here/steps.py" parity "$run"
 }
 
 for step in $STEPS; do
@@ -94,13 +83,7 @@ for step in $STEPS; do
       stamp smoke done ;;
     train)
       if [ -z "$INTERVAL" ]; then  # about four checkpoints a run at the rate three smoke runs side by side had
-        INTERVAL=$(python - "$ROOT/quora_smoke_len/train.log" "$BUDGET_HOURS" <<'EOF'
-import re, sys
-ups = [float(m) for m in re.findall(r"\bups=([\d.]+)", open(sys.argv[1]).read())]
-rate = sorted(ups)[len(ups) // 2] if ups else 5.0
-print(max(100, int(rate * float(sys.argv[2]) * 3600 / 4) // 100 * 100))
-EOF
-)
+        INTERVAL=$(python "$here/steps.py" interval "$ROOT/quora_smoke_len/train.log" "$BUDGET_HOURS")
       fi
       stamp "train start interval=$INTERVAL"
       system ar none "$DATA" "$AR_FLAGS" "--decode-mode ar --beam 1" > "$ROOT/ar.out" 2>&1 &

@@ -2,9 +2,11 @@
 # Issue 22 on Quora: the same-encoder AR teacher, its distilled train set, NAR students on raw and on
 # distilled targets at equal wall-time budgets, and each student's length-beam candidates self-scored
 # or rescored by the teacher. Every step is idempotent (a finished one is skipped, training resumes).
-# Run from the repository root. The teacher and the raw-data no-mixing student are quora_table.sh's
-# ar_same and none rows in the same ROOT.
-#   STEPS: teacher none_raw distill none_kd dynamic_kd rescore table
+# Run from the repository root. The students and their test decodings are declared in
+# examples/specs/quora_kd.yaml (which examples/collect_kd.py reads too): a step named after a row trains it;
+# the teacher and the raw-data no-mixing student (row none_raw) are quora_table.sh's ar_same and none rows
+# in the same ROOT.
+#   STEPS: teacher distill rescore table, or a row: none_raw none_kd dynamic_kd
 set -euo pipefail
 ROOT=${ROOT:-$HOME/kd}
 DATA=${DATA:-$ROOT/data/quora}
@@ -15,21 +17,16 @@ THREADS=${THREADS:-1}
 SHARDS=${SHARDS:-1}                          # distill: processes sharing the chunks (THREADS each)
 DOCS=${DOCS:-docs/quora_kd}
 STEPS=${STEPS:-"teacher none_raw distill none_kd dynamic_kd rescore table"}
-RESCORE_RUNS=${RESCORE_RUNS:-"none dynamic_kd none_kd"}  # rescore: the student runs (quora_NAME), e.g. one per process
-export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 here=$(dirname "$0")
-source "$here/common.sh"  # decode_modes
+spec() { python "$here/spec.py" quora_kd "$@"; }
+RESCORE_RUNS=${RESCORE_RUNS:-$(spec runs)}  # rescore: the student runs (quora_NAME), e.g. one per process
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+source "$here/common.sh"  # student decode_modes
 TEACHER=$ROOT/quora_ar_same/checkpoint_dev_best.pt
-student() {  # NAME MIX_MODE DATA
-  [ -e "$ROOT/quora_$1/scores.json" ] && return 0
-  MODE=$2 RUN=$ROOT/quora_$1 DATA=$3 BUDGET_HOURS=$BUDGET_HOURS WARMUP=100 INTERVAL=$INTERVAL BATCH=32 \
-    bash "$here/quora.sh"
-}
 for step in $STEPS; do
   case $step in
     teacher) ROOT=$ROOT DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS INTERVAL=$INTERVAL STEPS="prep ar_same" \
                bash "$here/quora_table.sh" ;;
-    none_raw) ROOT=$ROOT DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS INTERVAL=$INTERVAL STEPS=none bash "$here/quora_table.sh" ;;
     distill)
       # greedy, outputs capped at 1.5 x source + 10 tokens (a looping teacher output stops there)
       [ -e "$KD/manifest.json" ] || {
@@ -42,17 +39,18 @@ for step in $STEPS; do
         [ -e "$KD/manifest.json" ] || python -m mist_fairseq.distill "$TEACHER" --data "$DATA" --out "$KD" \
           --decode-mode ar --beam 1 --max-len-a 1.5 --max-len-b 10 --batch-size 64 --threads "$THREADS"
       } ;;
-    none_kd) student none_kd none "$KD" ;;
-    dynamic_kd) student dynamic_kd dynamic "$KD" ;;
     rescore)
-      # each student's dev-chosen checkpoint on test: length beam 1 (its scores.json), 3 and 5, self-scored
-      # or rescored by the teacher in one teacher-forced pass
+      # each student's dev-chosen checkpoint on test with the spec's decodings (length beam 3 and 5,
+      # self-scored or rescored by the teacher in one teacher-forced pass)
+      mapfile -t modes < <(spec decodings | sed "s|{teacher}|$TEACHER|g")
       for run in $RESCORE_RUNS; do
         [ -e "$ROOT/quora_$run/checkpoint_dev_best.pt" ] || continue
-        decode_modes quora "$ROOT/quora_$run" "lb3:--length-beam 3" "lb5:--length-beam 5" \
-          "lb3ar:--length-beam 3 --rerank-path $TEACHER" "lb5ar:--length-beam 5 --rerank-path $TEACHER"
+        decode_modes quora "$ROOT/quora_$run" "${modes[@]}"
       done ;;
     table) python "$here/collect_kd.py" --root "$ROOT" --data "$DATA" ${BENCH:+--bench "$BENCH"} --out "$DOCS" ;;
-    *) echo "unknown step $step" >&2; exit 2 ;;
+    *)
+      if [[ " $(spec rows) " == *" $step "* ]]; then spec_student quora_kd "$step"
+      else echo "unknown step $step (steps: teacher distill rescore table, or a row: $(spec rows))" >&2; exit 2
+      fi ;;
   esac
 done

@@ -4,7 +4,8 @@
 # scored once. Steps are idempotent (a finished step is skipped; an interrupted one resumes from
 # checkpoint_last.pt), so STEPS can be split over several processes. Run from the repository root.
 #   STEPS: prep none dynamic static ar nat cmlm levt decode bench table probe (in that order when run alone);
-#   issue 15's rows, not in the default list: joint ar_same modes
+#   not in the default list: joint ar_same modes. The plugin's rows (none dynamic static joint ar_same) are
+#   declared in examples/specs/table.yaml, which examples/collect_table.py reads too.
 set -euo pipefail
 RAW=${RAW:-../shared/data/quora}
 ROOT=${ROOT:-$HOME/mist_runs}                 # run folders (outside the repo)
@@ -18,37 +19,19 @@ DOCS=${DOCS:-docs}                            # where the table, plot and compar
 BENCH=${BENCH:-$DOCS/BENCHMARK_quora_trained.json}  # the speedup column's benchmark (the bench step writes it)
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 here=$(dirname "$0")
-source "$here/common.sh"  # static_pseudo_targets, iterative_decoding, compare_at_equal_updates
-mist_run() {  # MODE [EXTRA]
-  [ -e "$ROOT/quora_$1/scores.json" ] && return 0
-  MODE=$1 EXTRA=${2:-} RUN=$ROOT/quora_$1 DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS WARMUP=100 INTERVAL=$INTERVAL BATCH=32 \
-    bash "$here/quora.sh"
-}
-block_run() {  # NAME MIX_MODE CRITERION_OPTIONS GEN_ARGS: a run trained with the two-stream loss (issue 15)
-  [ -e "$ROOT/quora_$1/scores.json" ] && return 0
-  MODE=$2 EXTRA=$3 GEN_ARGS=$4 RUN=$ROOT/quora_$1 DATA=$DATA BUDGET_HOURS=$BUDGET_HOURS WARMUP=100 INTERVAL=$INTERVAL \
-    BATCH=32 bash "$here/quora.sh"
-}
+source "$here/common.sh"  # table_run, static_pseudo_targets, iterative_decoding, compare_at_equal_updates
 for step in $STEPS; do
   case $step in
     prep) [ -e "$DATA/bin/test.src-tgt.tgt.bin" ] || python -m mist_fairseq.prepare quora --raw "$RAW" --out "$DATA" ;;
-    none|dynamic) mist_run "$step" ;;
+    none|dynamic|joint|ar_same) table_run quora.sh "$ROOT/quora" "$step" ;;
     static)
       # the static ablation's fixed pseudo targets: the no-mix model's (dev-chosen) output on the train set
       static_pseudo_targets "$ROOT/quora_none"
-      mist_run static "--static-pseudo-targets $ROOT/quora_none/pseudo-train.txt" ;;
+      table_run quora.sh "$ROOT/quora" static ;;
     ar|nat|cmlm|levt)
       [ -e "$ROOT/baselines_quora/$step/scores.json" ] && continue
       DATA=$DATA RUNS=$ROOT/baselines_quora SYSTEMS=$step SIZE=$BASE_SIZE BUDGET_HOURS=$BUDGET_HOURS MAX_TOKENS=1024 \
         WARMUP=200 INTERVAL=$INTERVAL bash "$here/baselines/run_baselines.sh" ;;
-    joint)
-      # NAR + MIST + the two-stream loss (blocks of 1, 2, 4) + the JANUS-style KL: one checkpoint for
-      # every decoding mode; chosen on dev in NAR mode
-      block_run joint dynamic "--block-loss-factor 1 --block-sizes 1,2,4 --janus-kl-factor 1" "" ;;
-    ar_same)
-      # the same-encoder AR row: MiniLM fine-tuned left to right only (two-stream loss, blocks of 1);
-      # chosen on dev decoding greedily
-      block_run ar_same none "--nar-loss-factor 0 --block-loss-factor 1 --block-sizes 1" "--decode-mode ar --beam 1" ;;
     modes)
       # every decoding mode of the joint model (NAR is its scores.json) and AR beam 4 of the AR-only one
       decode_modes quora "$ROOT/quora_joint" "semi4:--decode-mode semi-nar --block-size 4" \

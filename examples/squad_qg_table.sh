@@ -2,7 +2,7 @@
 # SQuAD 1.1 QG table at CPU scale (paper Tables 1 and 4, sentence-level sources): no mixing vs MIST vs
 # static mixing, each trained for the same wall-time budget on THREADS threads, checkpoint chosen by dev
 # BLEU-4, test scored once. Idempotent steps, as in quora_table.sh. Run from the repository root.
-#   STEPS: prep none dynamic static decode table probe
+#   STEPS: prep none dynamic static decode table probe (rows: examples/specs/table.yaml)
 set -euo pipefail
 SQUAD=${SQUAD:-../shared/data/squad}
 LEVEL=${LEVEL:-sentence}
@@ -14,24 +14,19 @@ INTERVAL=${INTERVAL:-100}                     # checkpoint (and dev-curve) every
 THREADS=${THREADS:-1}
 STEPS=${STEPS:-"prep none dynamic static decode table probe"}
 DOCS=${DOCS:-docs}
-export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS LEVEL DEV_SHARDS  # squad_qg.sh reads both
 here=$(dirname "$0")
-source "$here/common.sh"  # static_pseudo_targets, iterative_decoding, compare_at_equal_updates
+source "$here/common.sh"  # table_run, static_pseudo_targets, iterative_decoding, compare_at_equal_updates
 name=squad_$LEVEL
-mist_run() {  # MODE [EXTRA]
-  [ -e "$ROOT/${name}_$1/scores.json" ] && return 0
-  MODE=$1 EXTRA=${2:-} RUN=$ROOT/${name}_$1 DATA=$DATA LEVEL=$LEVEL BUDGET_HOURS=$BUDGET_HOURS DEV_SHARDS=$DEV_SHARDS WARMUP=100 \
-    INTERVAL=$INTERVAL BATCH=32 bash "$here/squad_qg.sh"
-}
 for step in $STEPS; do
   case $step in
     prep) [ -e "$DATA/bin/test.src-tgt.tgt.bin" ] ||
             python -m mist_fairseq.prepare squad-qg --squad-dir "$SQUAD" --level "$LEVEL" --out "$DATA" ;;
-    none|dynamic) mist_run "$step" ;;
+    none|dynamic) table_run squad_qg.sh "$ROOT/$name" "$step" ;;
     static)
       # the static ablation's fixed pseudo targets: the no-mix model's (dev-chosen) output on the train set
       static_pseudo_targets "$ROOT/${name}_none"
-      mist_run static "--static-pseudo-targets $ROOT/${name}_none/pseudo-train.txt" ;;
+      table_run squad_qg.sh "$ROOT/$name" static ;;
     decode)
       # Table 6: MIST iterative decoding vs Mask-Predict, 1/3/6 iterations, on both trained models
       iterative_decoding squad-qg "$ROOT/${name}_dynamic" "$ROOT/${name}_none" ;;
