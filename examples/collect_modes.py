@@ -13,21 +13,15 @@ import argparse
 import os
 import sys
 
+import spec
 from collect_rows import load, scored_rows, test_split
 
 from mist_fairseq import score as scorer
 
-# (label, run, output file in the run, benchmark row timed at batch 1)
-ROWS = [
-    ("MIST, NAR only: one pass", "dynamic", "generate-test.txt", "MIST single pass"),
-    ("same-encoder AR: greedy", "ar_same", "generate-test.txt", "same-encoder AR, greedy"),
-    ("same-encoder AR: beam 4", "ar_same", "modes/ar4.txt", "same-encoder AR, beam 4"),
-    ("joint: NAR, one pass", "joint", "generate-test.txt", "MIST single pass"),
-    ("joint: semi-NAR, blocks of 4", "joint", "modes/semi4.txt", "MIST semi-NAR, blocks of 4"),
-    ("joint: semi-NAR, blocks of 2", "joint", "modes/semi2.txt", "MIST semi-NAR, blocks of 2"),
-    ("joint: AR, greedy", "joint", "modes/ar1.txt", "MIST AR, greedy"),
-    ("joint: AR, beam 4", "joint", "modes/ar4.txt", "MIST AR, beam 4"),
-]
+SPEC = spec.load("table")  # modes_table: (label, run, output in the run, benchmark row timed at batch 1)
+ROWS = [tuple(r) for r in SPEC["modes_table"]]
+REFERENCE = SPEC["modes_reference"]
+REFERENCE_RUN, REFERENCE_OUTPUT = next((run, out) for label, run, out, _ in ROWS if label == REFERENCE)
 
 
 def main(argv=None):
@@ -40,11 +34,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     refs, srcs = test_split(args.data)
     bench = (load(args.bench) or {}).get("decoding", {}) if args.bench else {}
-    base_path = os.path.join(args.root, "quora_dynamic", "generate-test.txt")
+    base_path = os.path.join(args.root, f"quora_{REFERENCE_RUN}", REFERENCE_OUTPUT)
     if not os.path.exists(base_path):
         sys.exit(f"error: {base_path} missing: the NAR-only MIST row is the reference of every comparison")
     base = scorer.read_hypotheses(base_path)
-    out = scored_rows(ROWS, args.root, refs, srcs, base, "vs_nar_mist", lambda label, run: run == "dynamic", bench,
+    out = scored_rows(ROWS, args.root, refs, srcs, base, "vs_nar_mist", lambda label, run: label == REFERENCE, bench,
                       args.bootstrap_samples, batch_sizes=("1",))
     os.makedirs(args.out, exist_ok=True)
     scorer.write_json(os.path.join(args.out, "modes.json"), out)

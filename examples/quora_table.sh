@@ -34,9 +34,10 @@ for step in $STEPS; do
         WARMUP=200 INTERVAL=$INTERVAL bash "$here/baselines/run_baselines.sh" ;;
     modes)
       # every decoding mode of the joint model (NAR is its scores.json) and AR beam 4 of the AR-only one
-      decode_modes quora "$ROOT/quora_joint" "semi4:--decode-mode semi-nar --block-size 4" \
-        "semi2:--decode-mode semi-nar --block-size 2" "ar1:--decode-mode ar --beam 1" "ar4:--decode-mode ar --beam 4"
-      decode_modes quora "$ROOT/quora_ar_same" "ar4:--decode-mode ar --beam 4" ;;
+      for run in $(python "$here/spec.py" table modes); do
+        mapfile -t modes < <(python "$here/spec.py" table modes "$run")
+        decode_modes quora "$ROOT/quora_$run" "${modes[@]}"
+      done ;;
     decode)
       # Table 6: MIST iterative decoding vs Mask-Predict, 1/3/6 iterations, on both trained models
       iterative_decoding quora "$ROOT/quora_dynamic" "$ROOT/quora_none" ;;

@@ -6,13 +6,15 @@ decodings of every row, declared once and read by the experiment's script and by
     python examples/spec.py NAME runs [--own]    # their run folders' names (--own: rows no other step trains)
     python examples/spec.py NAME pairs KEY       # the pairs under KEY, one "a b" per line
     python examples/spec.py NAME decodings       # NAME:ARGS per decoding, for common.sh's decode_modes
+    python examples/spec.py NAME modes [RUN]     # the runs with decoding modes, or RUN's as NAME:ARGS
 
 A row needs mode and label; recipe (plugin), fast_path (1), flags (none), data (raw), run (the row's
 name) have defaults; by: the script and step that train it instead ("quora_table.sh none"); gen:
 fairseq-generate options of its dev selection and test decode; table: false keeps it out of the table.
 ``decodings`` (optional): name -> args, label, bench; ``other_rows``: the collector's rows from other
 experiments' runs, [label, run, output, benchmark row]; ``reference``: the label of the table row every
-other row is compared with.
+other row is compared with; ``modes``: run -> {name: args}, decodings of one run (``modes_table`` and
+``modes_reference``: the rows and reference of their table, given explicitly).
 """
 
 import argparse
@@ -91,6 +93,16 @@ def table_rows(spec: Dict) -> List[Tuple[str, str, str, str]]:
     return out
 
 
+def modes(spec: Dict, run: str = None) -> List[str]:
+    """The runs with a ``modes`` entry, or run's decodings as NAME:ARGS (common.sh's decode_modes)."""
+    table = spec.get("modes", {})
+    if run is None:
+        return list(table)
+    if run not in table:
+        raise ValueError(f"no modes for run {run}; runs: {' '.join(table)}")
+    return [f"{name}:{args}" for name, args in table[run].items()]
+
+
 def reference(spec: Dict) -> Tuple[str, str, str]:
     """(label, run, test output) of the table row every other row is compared with."""
     for label, run, output, _ in table_rows(spec):
@@ -113,7 +125,7 @@ def shell_row(spec: Dict, row: str) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name")
-    p.add_argument("what", choices=["row", "rows", "runs", "pairs", "decodings"])
+    p.add_argument("what", choices=["row", "rows", "runs", "pairs", "decodings", "modes"])
     p.add_argument("arg", nargs="?")
     p.add_argument("--table", action="store_true", help="rows: the table's rows only")
     p.add_argument("--own", action="store_true", help="runs: only rows that no other script step trains")
@@ -128,6 +140,8 @@ def main(argv=None):
             print(" ".join(field(spec, r, "run") for r in rows(spec) if not (args.own and "by" in spec["rows"][r])))
         elif args.what == "decodings":
             print("\n".join(decodings(spec)))
+        elif args.what == "modes":
+            print(("\n" if args.arg else " ").join(modes(spec, args.arg)))
         else:
             print("\n".join(" ".join(pair) for pair in pairs(spec, args.arg)))
     except ValueError as e:

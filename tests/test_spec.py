@@ -161,3 +161,21 @@ def test_table_steps_train_the_spec_rows(tmp_path, script, runner, prefix, steps
                                        ("static", "static mixing")]
     code = "".join(ln for ln in open(os.path.join(REPO, "examples", script)) if not ln.lstrip().startswith("#"))
     assert "--block-sizes" not in code and "--static-pseudo-targets" not in code
+
+
+def test_modes_come_from_the_table_spec():
+    import collect_modes
+
+    s = spec.load("table")
+    assert spec.modes(s) == ["joint", "ar_same"]
+    assert spec.modes(s, "ar_same") == ["ar4:--decode-mode ar --beam 4"]
+    assert "semi2:--decode-mode semi-nar --block-size 2" in spec.modes(s, "joint")
+    with pytest.raises(ValueError, match="no modes for run none"):
+        spec.modes(s, "none")
+    assert collect_modes.ROWS[0] == ("MIST, NAR only: one pass", "dynamic", "generate-test.txt", "MIST single pass")
+    assert (collect_modes.REFERENCE_RUN, collect_modes.REFERENCE_OUTPUT) == ("dynamic", "generate-test.txt")
+    # every mode the collector reads is one the modes step decodes
+    decoded = {(run, f"modes/{m.split(':')[0]}.txt") for run in spec.modes(s) for m in spec.modes(s, run)}
+    assert {(run, out) for _, run, out, _ in collect_modes.ROWS if out.startswith("modes/")} == decoded
+    code = "".join(ln for ln in open(os.path.join(REPO, "examples", "quora_table.sh")) if not ln.lstrip().startswith("#"))
+    assert "--decode-mode" not in code
