@@ -62,7 +62,8 @@ def start_server(args, port):
     cmd = [sys.executable, "-m", "mist_fairseq.serve", "--model", args.model, "--backend", args.backend,
            "--precision", args.precision, "--port", str(port), "--max-batch", str(args.max_batch),
            "--max-wait-ms", str(args.max_wait_ms), "--header-timeout", str(args.header_timeout),
-           "--malloc-arenas", str(args.malloc_arenas), "--no-access-log", "--log-level", "error"]
+           "--malloc-arenas", str(args.malloc_arenas), "--malloc-trim-s", str(args.malloc_trim_s), "--no-access-log",
+           "--log-level", "error"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.backend == "torch":
@@ -205,6 +206,7 @@ def main(argv=None):
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--malloc-arenas", type=int, default=2, help="the server's --malloc-arenas (0: glibc's default)")
+    p.add_argument("--malloc-trim-s", type=float, default=1.0, help="the server's --malloc-trim-s (0: never)")
     p.add_argument("--port", type=int, default=8764)
     p.add_argument("--out", default="docs", help="where SERVE_LOAD.md/.json go")
     p.add_argument("--name", default="SERVE_LOAD")
@@ -256,9 +258,11 @@ def main(argv=None):
     report = {"platform": platform_line(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "command": "python -m benchmarks.serve_load " + " ".join(argv if argv is not None else sys.argv[1:]),
               "backend": health["backend"], "clients": args.clients, "max_batch": args.max_batch,
-              "max_wait_ms": args.max_wait_ms, "malloc_arenas": args.malloc_arenas, "threads": args.threads, "n_sources": len(sources),
+              "max_wait_ms": args.max_wait_ms, "malloc_arenas": args.malloc_arenas, "malloc_trim_s": args.malloc_trim_s,
+              "threads": args.threads, "n_sources": len(sources),
               "good_only": r1, "good_only_rounds": rounds, "with_malformed": r2, "with_hostile_clients": hostile,
-              "rss_mb": {"after_warmup": rss0, "after_good_rounds": rss, "after_malformed_round": health["rss_mb"]}}
+              "rss_mb": {"after_warmup": rss0, "after_good_rounds": rss, "after_malformed_round": health["rss_mb"]},
+              "housekeeping": health.get("housekeeping", 0), "housekeeping_s": round(health.get("housekeeping_s", 0.0), 3)}
     os.makedirs(args.out, exist_ok=True)
     write_atomic(os.path.join(args.out, args.name + ".json"), json.dumps(report, indent=1) + "\n")
     write_atomic(os.path.join(args.out, args.name + ".md"), render(report))
@@ -277,7 +281,10 @@ def render(r):
              f"{r['date']}, {r['platform']}, {r['cpus']} CPUs; {r['clients']} concurrent clients on loopback, one input "
              f"per request ({r['n_sources']} distinct sources), server batching: up to {r['max_batch']} inputs, "
              f"{r['max_wait_ms']} ms wait, {r['threads'] or 'default'} compute threads, "
-             f"{r.get('malloc_arenas') or 'glibc default'} malloc arenas. Clients and server share "
+             f"{r.get('malloc_arenas') or 'glibc default'} malloc arenas, "
+             f"{'malloc_trim at most every %ss' % r['malloc_trim_s'] if r.get('malloc_trim_s') else 'no malloc_trim'}"
+             f"{' (%d calls, %.2f s in all)' % (r['housekeeping'], r['housekeeping_s']) if 'housekeeping' in r else ''}. "
+             "Clients and server share "
              "the machine.", "",
              "| round | requests (good / malformed) | good/s | p50 ms | p95 ms | p99 ms | good requests failed "
              "| good answers differing from a lone request's | malformed not answered 4xx + message "

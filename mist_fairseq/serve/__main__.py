@@ -55,6 +55,9 @@ def main(argv=None):
     p.add_argument("--malloc-arenas", type=int, default=2,
                    help="glibc malloc arenas the process may use (0: glibc's default, 8 per core); few arenas keep "
                    "the resident memory of a long-running server from creeping up (docs/RESULTS.md, Serving)")
+    p.add_argument("--malloc-trim-s", type=float, default=1.0,
+                   help="hand freed heap memory back to the system (glibc's malloc_trim) between batches, at most "
+                   "once per this many seconds (0: never)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
     args = p.parse_args(argv)
@@ -64,6 +67,7 @@ def main(argv=None):
         if value < 1:
             p.error(f"{name} must be >= 1, got {value}")
     for name, value in (("--max-wait-ms", args.max_wait_ms), ("--read-timeout", args.read_timeout),
+                        ("--malloc-trim-s", args.malloc_trim_s),
                         ("--keep-alive-timeout", args.keep_alive_timeout), ("--header-timeout", args.header_timeout)):
         if value < 0:
             p.error(f"{name} must be >= 0, got {value}")
@@ -79,7 +83,7 @@ def main(argv=None):
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                         force=True)  # fairseq configured the root logger on import
-    from mist_fairseq.serve.memory import limit_malloc_arenas
+    from mist_fairseq.serve.memory import limit_malloc_arenas, malloc_trim_function
 
     limit_malloc_arenas(args.malloc_arenas)  # before the model is loaded: it acts on later allocations
     try:
@@ -92,7 +96,9 @@ def main(argv=None):
         p.error(str(e))
     name = f"{args.backend}-{args.precision}"
     limits = Limits(args.max_inputs, args.max_input_chars, args.max_request_tokens, args.read_timeout)
-    app = build_app(backend, name, limits, args.max_batch, args.max_wait_ms, args.max_queue, args.docs)
+    trim = malloc_trim_function() if args.malloc_trim_s > 0 else None
+    app = build_app(backend, name, limits, args.max_batch, args.max_wait_ms, args.max_queue, args.docs,
+                    housekeeping=trim, housekeeping_every_s=args.malloc_trim_s)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=not args.no_access_log,
                 limit_concurrency=args.max_connections, timeout_keep_alive=args.keep_alive_timeout,
                 http=protocol_class(args.header_timeout))

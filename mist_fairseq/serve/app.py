@@ -146,11 +146,13 @@ async def read_body(request: Request, limits: Limits) -> bytes:
 
 
 def build_app(backend, name: str, limits: Limits = None, max_batch: int = 32, max_wait_ms: float = 5.0,
-              max_queue: int = 1024, docs: bool = False) -> FastAPI:
+              max_queue: int = 1024, docs: bool = False, housekeeping=None, housekeeping_every_s: float = 1.0) -> FastAPI:
     """backend: see :mod:`mist_fairseq.serve.backends`; name: what /health reports it as; max_queue:
-    inputs that may wait for the model (more: 503); docs: serve /docs and /openapi.json."""
+    inputs that may wait for the model (more: 503); docs: serve /docs and /openapi.json; housekeeping:
+    called between batches at most once per housekeeping_every_s seconds (the allocator's trim)."""
     limits = limits or Limits()
-    batcher = DynamicBatcher(backend.generate, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue)
+    batcher = DynamicBatcher(backend.generate, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                             housekeeping=housekeeping, housekeeping_every_s=housekeeping_every_s)
     counts = {"rejected": 0, "failed": 0, "overloaded": 0, "gone": 0}
 
     @asynccontextmanager

@@ -3,13 +3,15 @@
 than 16 passes over one). The model runs on one worker thread, so calls never overlap and the
 event loop stays free to accept requests meanwhile. At most ``max_queue`` inputs wait: beyond that
 ``submit`` raises :class:`QueueFull` at once (the service answers 503) instead of queueing work
-nobody will wait for. A request cancelled while waiting (its client left) is dropped from its batch."""
+nobody will wait for. A request cancelled while waiting (its client left) is dropped from its batch.
+``housekeeping`` (e.g. handing freed memory back to the system) runs on the same worker thread after
+a batch, never during one, at most once per ``housekeeping_every_s`` seconds."""
 
 import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -20,16 +22,20 @@ class QueueFull(Exception):
 
 class DynamicBatcher:
     def __init__(self, generate: Callable[[List[str]], List[str]], max_batch: int = 32, max_wait_ms: float = 5.0,
-                 max_queue: int = 1024):
+                 max_queue: int = 1024, housekeeping: Optional[Callable[[], object]] = None,
+                 housekeeping_every_s: float = 1.0):
         """generate: the model's batch function; max_batch: sentences that end the wait early;
         max_wait_ms: how long the first request of a batch waits for others; max_queue: inputs that
-        may wait."""
+        may wait; housekeeping: called between batches, at most once per housekeeping_every_s."""
         self.generate, self.max_batch, self.max_wait = generate, max_batch, max_wait_ms / 1000.0
         self.max_queue, self.queued = max_queue, 0
+        self.housekeeping, self.housekeeping_every_s = housekeeping, housekeeping_every_s
+        self.last_housekeeping = time.monotonic()
         self.queue = None
         self.task = None
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="mist-generate")
-        self.stats = {"requests": 0, "sentences": 0, "batches": 0, "failed_batches": 0, "busy_s": 0.0}
+        self.stats = {"requests": 0, "sentences": 0, "batches": 0, "failed_batches": 0, "busy_s": 0.0,
+                      "housekeeping": 0, "housekeeping_s": 0.0}
 
     async def start(self):
         self.queue = asyncio.Queue()
@@ -106,3 +112,15 @@ class DynamicBatcher:
                 if not fut.done():
                     fut.set_result(outputs[start:start + len(inputs)])
                 start += len(inputs)
+            if self.housekeeping is not None and time.monotonic() - self.last_housekeeping >= self.housekeeping_every_s:
+                await loop.run_in_executor(self.executor, self._housekeep)
+
+    def _housekeep(self):
+        t = time.perf_counter()
+        try:
+            self.housekeeping()
+        except Exception:  # housekeeping never stops the service
+            logger.exception("housekeeping failed")
+        self.last_housekeeping = time.monotonic()
+        self.stats["housekeeping"] += 1
+        self.stats["housekeeping_s"] += time.perf_counter() - t
