@@ -128,6 +128,23 @@ def test_vocab_reduce_quick(tmp_path):
     assert "python -m benchmarks.vocab_reduce --quick" in text
 
 
+def test_pass_profile_quick(tmp_path):
+    """The exported pass taken apart: every stage timed at each batch size (the stages add up to the
+    whole call), and the target graph's operators profiled, the output projection found by its
+    vocabulary-sized weight."""
+    out = tmp_path / "profile"
+    run_cli([sys.executable, "-m", "benchmarks.pass_profile", "--quick", "--threads", "1", "--out", str(out)], cwd=REPO)
+    r = json.loads((tmp_path / "profile.json").read_text())
+    assert list(r["stages"]) == ["1", "4"]
+    for st in r["stages"].values():
+        parts = sum(v for k, v in st.items() if k != "total")
+        assert st["target graph"] > 0 and st["source graph"] > 0 and abs(parts - st["total"]) < 1e-6 * max(1, st["total"])
+    for p in r["operators"].values():
+        assert len(p["projection_nodes"]) == 1 and 0 < p["projection_share"] < 1
+        assert abs(sum(p["by_operator_ms_per_sentence"].values()) - p["kernel_ms_per_sentence"]) < 1e-6
+    assert "python -m benchmarks.pass_profile --quick" in (tmp_path / "profile.md").read_text()
+
+
 def test_latency_times_a_ctc_checkpoint(data, tmp_path):
     from conftest import USER_DIR
 
