@@ -3,7 +3,7 @@ small real paraphrase set (3,000 Quora pairs shipped in mist_fairseq/resources/q
 generate on 500 held-out pairs and print samples, scores and decoding speed.
 
     python -m mist_fairseq.quickstart [--workdir DIR] [--budget-minutes 10] [--targets kd|raw]
-        [--mix-mode none|dynamic] [--ctc] [--target-input mask|copy]
+        [--mix-mode none|dynamic] [--ctc] [--target-input mask|copy] [--train-args "--dropout 0"]
 
 The whole job is budgeted by wall time: training gets what is left of ``--budget-minutes`` after the
 steps before it and a reserve for the steps after it (measured on the machine at hand), capped at
@@ -17,7 +17,9 @@ fairseq-train, fairseq-generate), printed before it runs, so
 the same commands work on your own data. Training resumes from
 DIR/checkpoints-TARGETS-MIXMODE[-ctc]/checkpoint_last.pt. ``--ctc`` trains a CTC output instead of the
 length head; ``--target-input copy`` fills the target slots with the uniformly copied source instead of
-[MASK]s (checkpoints in DIR/...-copy).
+[MASK]s (checkpoints in DIR/...-copy). ``--train-args`` appends fairseq-train options (they win over
+the recipe's); a changed option does not change the checkpoint folder, so give such a run its own
+``--workdir``.
 """
 
 import argparse
@@ -108,7 +110,8 @@ def train_command(args, data_bin, ckpt_dir, budget_s=None):
             + (["--stop-time-hours", f"{budget_s / 3600:.5f}"] if budget_s else [])
             # the plugin recipe (mist_fairseq/recipes/plugin.yaml: it won on dev at CPU budgets) at this job's lr
             + recipe_flags("plugin", [f"optimization.lr=[{args.lr}]", f"lr_scheduler.warmup_updates={args.warmup_updates}"],
-                           fast_path=args.fast_path))
+                           fast_path=args.fast_path)
+            + shlex.split(args.train_args))
 
 
 def untrained_hypotheses(data_bin, split="test", batch_size=32, ctc=False, target_input="mask"):
@@ -157,6 +160,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32, help="sentences per update")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
     p.add_argument("--warmup-updates", type=int, default=60, help="updates of linear learning-rate warm-up")
+    p.add_argument("--train-args", default="",
+                   help="more fairseq-train options, appended last so that they win (e.g. \"--dropout 0\")")
     p.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                    help="train in plain fp32 with Fairseq's adam (default: --cpu-fast-path --optimizer fused_adamw)")
     return p.parse_args(argv)

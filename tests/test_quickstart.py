@@ -58,6 +58,9 @@ def test_training_is_budgeted_by_time_and_trains_the_chosen_targets():
     assert cmd[-len(recipe):] == recipe and float(cmd[cmd.index("--lr") + 1]) == 5e-4
     assert cmd[cmd.index("--glat-hamming") + 1] == "first" and "--tie-output-embeddings" in cmd
     assert "--cpu-fast-path" not in train_command(parse_args(["--no-fast-path"]), "BIN", "CK", None)
+    more = train_command(parse_args(["--train-args", "--dropout 0 --label-smoothing 0"]), "BIN", "CK", None)
+    assert more[-4:] == ["--dropout", "0", "--label-smoothing", "0"] and more[:-4] == train_command(
+        parse_args(["--budget-minutes", "0"]), "BIN", "CK", None)
     # the shipped distilled targets: one non-empty line per train source, not the references
     kd = open(f"{DATA}/train.kd.tgt", encoding="utf-8").read().splitlines()
     src = open(f"{DATA}/train.src", encoding="utf-8").read().splitlines()
