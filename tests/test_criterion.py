@@ -278,6 +278,30 @@ def test_pseudo_target_comes_from_the_chosen_pass(tiny_model, small_dict, pseudo
         assert torch.equal(pseudo, draft)
 
 
+@pytest.mark.parametrize("mix_mode,pseudo_from,passes", [("none", "glanced", 1), ("dynamic", "glanced", 2),
+                                                      ("dynamic", "masked", 3)])
+def test_without_glancing_the_draft_pass_runs_only_for_a_masked_pseudo(tiny_model, small_dict, mix_mode,
+                                                                        pseudo_from, passes):
+    """--glat-ratio 0: the graded first pass reads Y_0 itself, so the no-grad draft pass is skipped
+    unless MIST takes its pseudo target from it (--pseudo-from masked); the logged draft accuracy is
+    then the graded pass's, the same loss either way."""
+    src, tgt = toy_batch(small_dict, n=32)
+    model = tiny_model.train()  # the tiny config has no dropout: both passes would agree
+    real = tgt.ne(PAD)
+    rec = Recorder(model)
+    try:
+        torch.manual_seed(1)
+        crit = make_criterion(small_dict, mix_mode=mix_mode, pseudo_from=pseudo_from, glat_ratio=0.0)
+        outputs, extras = crit.mist_outputs(model, make_sample(src, tgt))
+    finally:
+        rec.undo()
+    assert len(rec.calls) == passes
+    first_in, first_pos, first_logits = rec.calls[0 if passes < 3 else 1]
+    assert first_in[real].eq(MASK).all()  # nothing glanced
+    assert extras["_pred_correct"] == int((argmax_at(first_logits, first_pos, PAD).eq(tgt) & real).sum())
+    assert torch.equal(outputs["word_ins"]["tgt"], tgt[real])
+
+
 @pytest.mark.parametrize("score_positions", ["all", "masked"])
 def test_score_positions_choose_which_targets_carry_loss(tiny_model, small_dict, score_positions):
     src, tgt = toy_batch(small_dict, n=32)

@@ -301,20 +301,28 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         dynamic = self.mix_mode == "dynamic"
 
         y0 = self.draft_input(model, gold, src)
-        draft = self._predict(model, state, y0, real)  # no-grad first pass over Y_0
-        static = self.task.static_pseudo_batch(sample) if self.mix_mode == "static" else None
-        hamming_pred = draft
-        if mixing and self.glat_hamming == "mixed" and ratio > 0:
-            # the authors' Hamming: the mixed pass's prediction given the draft (and [MASK]s)
-            pseudo0 = draft if dynamic else static
-            with torch.no_grad():
-                mixed0 = model.encode_source(model.mix_source(pseudo0, src))
-            hamming_pred = self._predict(model, mixed0, y0, real)
-        y_in = glance(gold, hamming_pred, ratio, model.pad, model.mask_idx, y0)
-        scored = real if self.score_positions == "all" else y_in.eq(model.mask_idx) & real
         glanced_pseudo = dynamic and self.pseudo_from == "glanced"
+        static = self.task.static_pseudo_batch(sample) if self.mix_mode == "static" else None
+        # the no-grad draft pass over Y_0 feeds glancing's Hamming distance and, with --pseudo-from
+        # masked, MIST's pseudo target; without either (--glat-ratio 0) the graded first pass runs over
+        # the same Y_0, so its argmax stands in for the draft and the pass is not run twice
+        draft = self._predict(model, state, y0, real) if ratio > 0 or (dynamic and not glanced_pseudo) else None
+        if draft is None:
+            y_in = y0.masked_fill(~real, model.pad)
+        else:
+            hamming_pred = draft
+            if mixing and self.glat_hamming == "mixed" and ratio > 0:
+                # the authors' Hamming: the mixed pass's prediction given the draft (and [MASK]s)
+                pseudo0 = draft if dynamic else static
+                with torch.no_grad():
+                    mixed0 = model.encode_source(model.mix_source(pseudo0, src))
+                hamming_pred = self._predict(model, mixed0, y0, real)
+            y_in = glance(gold, hamming_pred, ratio, model.pad, model.mask_idx, y0)
+        scored = real if self.score_positions == "all" else y_in.eq(model.mask_idx) & real
         project = real if glanced_pseudo or self.janus_kl_factor > 0 else scored
         word_ins, first_logits = self._token_loss(model, state, gold, y_in, scored, project=project)
+        if draft is None:  # every position the draft's accuracy is logged at ([MASK] in Y_0) is projected
+            draft = scatter_argmax(first_logits, project, model.pad)
         outputs["word_ins"] = dict(word_ins, factor=self.nar_loss_factor)
         pseudo = draft
         if mixing:
