@@ -97,6 +97,33 @@ def one(session_url, body):
     return r.status_code, payload, ms
 
 
+class PeakRSS:
+    """Polls the server's /health every ``every`` seconds while in use; ``peak``: the largest rss_mb seen.
+    A snapshot after a round lands before or after the service's malloc_trim; the peak over the round
+    (its working set at the busiest moment) does not depend on that timing."""
+
+    def __init__(self, url, every=0.5):
+        self.url, self.every, self.peak = url, every, 0.0
+        self.stop = threading.Event()
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def _poll(self):
+        while not self.stop.is_set():
+            try:
+                self.peak = max(self.peak, requests.get(self.url + "/health", timeout=5).json()["rss_mb"])
+            except requests.RequestException:
+                pass
+            self.stop.wait(self.every)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
 def run_round(url, jobs, clients):
     """jobs: list of (body, kind, expected); returns per-job (status, payload, ms) and wall seconds."""
     before = requests.get(url + "/health").json()
@@ -224,11 +251,13 @@ def main(argv=None):
         rss0 = requests.get(url + "/health").json()["rss_mb"]
         jobs1 = [(json.dumps({"inputs": [sources[i % len(sources)]]}), "good", i % len(sources))
                  for i in range(args.requests)]
-        rounds, rss = [], []
+        rounds, rss, peaks = [], [], []
         for _ in range(args.rounds):  # repeated: memory must level off, not grow round after round
             rng.shuffle(jobs1)
-            rounds.append(summarize(jobs1, *run_round(url, jobs1, args.clients), want))
+            with PeakRSS(url) as peak:
+                rounds.append(summarize(jobs1, *run_round(url, jobs1, args.clients), want))
             rss.append(requests.get(url + "/health").json()["rss_mb"])
+            peaks.append(peak.peak)
         r1 = rounds[-1]
         jobs2 = []
         for i in range(args.requests):
@@ -261,7 +290,8 @@ def main(argv=None):
               "max_wait_ms": args.max_wait_ms, "malloc_arenas": args.malloc_arenas, "malloc_trim_s": args.malloc_trim_s,
               "threads": args.threads, "n_sources": len(sources),
               "good_only": r1, "good_only_rounds": rounds, "with_malformed": r2, "with_hostile_clients": hostile,
-              "rss_mb": {"after_warmup": rss0, "after_good_rounds": rss, "after_malformed_round": health["rss_mb"]},
+              "rss_mb": {"after_warmup": rss0, "after_good_rounds": rss, "peak_in_good_rounds": peaks,
+                         "after_malformed_round": health["rss_mb"]},
               "housekeeping": health.get("housekeeping", 0), "housekeeping_s": round(health.get("housekeeping_s", 0.0), 3)}
     os.makedirs(args.out, exist_ok=True)
     write_atomic(os.path.join(args.out, args.name + ".json"), json.dumps(report, indent=1) + "\n")
@@ -297,7 +327,9 @@ def render(r):
     m = r["rss_mb"]
     lines += ["", f"Server resident memory (MiB): {m['after_warmup']} after the warm-up; "
               + ", ".join(f"{v} after round {i + 1}" for i, v in enumerate(m["after_good_rounds"]))
-              + f"; {m['after_malformed_round']} after the malformed round.", ""]
+              + f"; {m['after_malformed_round']} after the malformed round."
+              + ((" Peak within each good round (/health polled every 0.5 s): "
+                  + ", ".join(str(v) for v in m["peak_in_good_rounds"]) + ".") if m.get("peak_in_good_rounds") else ""), ""]
     if h:
         lines += [f"Hostile round: the server closed {h['slow_closed_by_server']} stalled connections (--header-timeout); "
                   f"{h['requests_left_unread']} requests were sent by clients that hung up at once.", ""]

@@ -67,3 +67,43 @@ def test_a_stopped_benchmark_stops_its_server(trained, data, sig):
             bench.kill()
         if pid is not None and alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_peak_rss_is_the_largest_value_polled_while_in_use():
+    """The round's peak memory: /health polled while the round runs, the largest rss_mb kept (a
+    snapshot after the round would land before or after the service's malloc_trim)."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from benchmarks.serve_load import PeakRSS
+
+    values = iter([500.0, 640.0, 530.0] + [520.0] * 1000)
+    polls = []
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):
+            v = next(values)
+            polls.append(v)
+            body = json.dumps({"rss_mb": v}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with PeakRSS(f"http://127.0.0.1:{server.server_port}", every=0.01) as peak:
+            deadline = time.time() + 10
+            while len(polls) < 5 and time.time() < deadline:
+                time.sleep(0.01)
+        n = len(polls)
+        time.sleep(0.1)
+        assert peak.peak == 640.0 and len(polls) >= 5
+        assert len(polls) == n  # polling stopped with the round
+    finally:
+        server.shutdown()
