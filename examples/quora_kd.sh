@@ -21,7 +21,7 @@ here=$(dirname "$0")
 spec() { python "$here/spec.py" quora_kd "$@"; }
 RESCORE_RUNS=${RESCORE_RUNS:-$(spec runs)}  # rescore: the student runs (quora_NAME), e.g. one per process
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
-source "$here/common.sh"  # student decode_modes
+source "$here/common.sh"  # spec_student decode_modes
 TEACHER=$ROOT/quora_ar_same/checkpoint_dev_best.pt
 for step in $STEPS; do
   case $step in
