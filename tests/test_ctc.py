@@ -311,3 +311,53 @@ def test_ctc_beam_candidates_and_rescoring(small):
     for i, h in enumerate(picked):
         cand = scorer.seen[4 * i + 3]
         assert h[0]["tokens"].tolist() == cand[cand.ne(small.pad())].tolist()
+
+
+def test_deep_supervision_adds_the_inner_layers_ctc_loss(small):
+    """--layer-loss-layers 1,2 on a 3-layer CTC model: a 'layers' loss equal to the mean CTC NLL of
+    layers 1 and 2's outputs through the output head (computed here layer by layer), L_NAT unchanged."""
+    torch.manual_seed(0)
+    model = MistNARModel(tiny_cfg(ctc=True, upsample_ratio=2.0, ctc_min_slots=4, encoder_layers=3), small).train()
+    batch = copy_batch(small)
+    src = batch["net_input"]["src_tokens"]
+    crit = MistCriterion(_Task(small), 0.1, 0.1, 1.0, "none", 0.0, None, 0, "first", target_keep_prob=0,
+                         target_random_prob=0, layer_loss_layers="1,2")
+    outputs, extras = {}, {}
+    ctc_outputs(crit, model, batch, model.encode_source(src), outputs, extras)
+    plain = {}
+    ctc_outputs(criterion(small, ratio=0.0), model, batch, model.encode_source(src), plain, {})
+    assert "layers" not in plain
+    torch.testing.assert_close(outputs["word_ins"]["loss"], plain["word_ins"]["loss"])
+    # by hand: the slots are all [MASK] (no glancing), each layer's states projected by the same head
+    state = model.encode_source(src)
+    y = model.slot_target(src)
+    enc = model.encoder
+    positions = state.length.unsqueeze(1) + torch.arange(y.size(1))
+    x = enc.embeddings(y, positions, torch.ones_like(y))
+    mask = torch.cat([state.key_mask, y.ne(small.pad())], 1)[:, None, None, :]
+    targets, lengths = ctc_targets(batch["target"], small.pad(), small.eos())
+    n_slots = y.ne(small.pad()).sum(1)
+    nlls = []
+    for layer, past in list(zip(enc.layers, state.kv))[:2]:
+        x, _ = layer(x, mask, past_kv=past)
+        nlls.append(ctc_nll(model.mlm_head(x), n_slots, targets, lengths, model.blank_idx))
+    expected = torch.stack(nlls).mean(0).sum() / lengths.sum()
+    torch.testing.assert_close(outputs["layers"]["loss"], expected)
+    assert outputs["layers"]["loss"].requires_grad
+
+
+def test_deep_supervision_refusals(small, tiny_model):
+    from mist_fairseq.criterions.ctc_passes import parse_layers
+
+    assert parse_layers("") == () and parse_layers("2, 4") == (2, 4)
+    for bad in ("0", "a", "2,2"):
+        with pytest.raises(ValueError, match="--layer-loss-layers"):
+            parse_layers(bad)
+    batch = copy_batch(small)
+    crit = MistCriterion(_Task(small), 0.1, 0.1, 1.0, "none", 0.0, None, 0, "first", target_keep_prob=0,
+                         target_random_prob=0, layer_loss_layers="2")
+    ctc_model = MistNARModel(tiny_cfg(ctc=True, upsample_ratio=2.0, ctc_min_slots=4), small).train()  # 2 layers
+    with pytest.raises(ValueError, match="layers below its last are 1-1"):
+        crit.mist_outputs(ctc_model, batch)
+    with pytest.raises(ValueError, match="supervises a CTC output's layers"):
+        crit.mist_outputs(tiny_model.train(), batch)

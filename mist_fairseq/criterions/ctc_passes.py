@@ -6,6 +6,8 @@
    aligned label in Y_M (GLAT's rule on CTC's alignment, as in Gu & Kong 2021). With ``--glat-ratio 0``
    the draft and the alignment are skipped in training: Y_M is all [MASK].
 2. The graded first pass over the glanced slots gives L_NAT = CTC's negative log-likelihood.
+   With ``--layer-loss-layers``, the outputs of those encoder layers go through the same output head
+   and their CTC NLLs, averaged, are added (DSLP's deep supervision).
 3. MIST (``--mix-mode dynamic``): the graded first pass's argmax, collapsed (repeats merged, blanks
    dropped; no gradient), is the pseudo target Y_p; the graded mixed pass over
    ``[CLS] Y_p [SEP] X [SEP] Y_M`` with the same glanced slots gives L_MIST, CTC's NLL again.
@@ -23,6 +25,17 @@ import torch.nn.functional as F
 from mist_fairseq.criterions.glancing import glance
 from mist_fairseq.models.ctc import best_alignment, collapse, extended_labels, min_slots_needed
 from mist_fairseq.models.vocab_ops import row_logsumexp
+
+
+def parse_layers(text: str) -> Tuple[int, ...]:
+    """'2,4' -> (2, 4): the encoder layers --layer-loss-layers names (1 = the first)."""
+    try:
+        layers = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        layers = (0,)
+    if any(n < 1 for n in layers) or len(set(layers)) != len(layers):
+        raise ValueError(f"--layer-loss-layers {text!r}: distinct layer numbers >= 1, comma-separated (e.g. 2,4)")
+    return layers
 
 
 def ctc_targets(gold: torch.Tensor, pad: int, eos: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +94,17 @@ def ctc_outputs(crit, model, sample, state, outputs: dict, extras: dict) -> None
         y_in = glance(labels, torch.where(ok[:, None], draft, labels), ratio, pad, model.mask_idx)
     n_tokens = lengths[ok].sum().clamp(min=1).to(torch.float32)
 
-    first = model.decode_target(state, y_in)  # (B, T, V)
+    if crit.layer_loss_layers:
+        n_layers = len(model.encoder.layers)
+        if max(crit.layer_loss_layers) >= n_layers:
+            raise ValueError(f"--layer-loss-layers {','.join(map(str, crit.layer_loss_layers))}: this model's "
+                             f"layers below its last are 1-{n_layers - 1}")
+        first, inner = model.decode_target_layers(state, y_in, crit.layer_loss_layers)
+        inner_nll = torch.stack([ctc_nll(x, n_slots, targets, lengths, blank) for x in inner]).mean(0)
+        outputs["layers"] = {"loss": inner_nll.sum() / n_tokens * crit.nar_loss_factor,
+                             "factor": crit.nar_loss_factor, "nll_loss": True}
+    else:
+        first = model.decode_target(state, y_in)  # (B, T, V)
     nll = ctc_nll(first, n_slots, targets, lengths, blank)
     outputs["word_ins"] = {"loss": nll.sum() / n_tokens * crit.nar_loss_factor, "factor": crit.nar_loss_factor,
                            "nll_loss": True}

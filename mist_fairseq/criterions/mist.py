@@ -29,126 +29,16 @@ returned as Fairseq's NAT named-loss dict (``word_ins``, ``length``, ``mist``); 
 logging are the parent ``nat_loss`` criterion's own.
 """
 
-from dataclasses import dataclass, field
-from typing import Optional
-
 import torch
 from fairseq import metrics
 from fairseq.criterions import register_criterion
-from fairseq.criterions.nat_loss import (
-    LabelSmoothedDualImitationCriterion,
-    LabelSmoothedDualImitationCriterionConfig,
-)
-from fairseq.dataclass import ChoiceEnum
+from fairseq.criterions.nat_loss import LabelSmoothedDualImitationCriterion
 
 from mist_fairseq.criterions.block_loss import block_entry, draw_block, parse_block_sizes, symmetric_kl
-from mist_fairseq.criterions.ctc_passes import ctc_outputs
+from mist_fairseq.criterions.ctc_passes import ctc_outputs, parse_layers
 from mist_fairseq.criterions.glancing import glance
 from mist_fairseq.criterions.label_smoothed_ce import label_smoothed_nll
-
-MIX_MODES = ChoiceEnum(["none", "dynamic", "static"])
-HAMMING_FROM = ChoiceEnum(["first", "mixed"])
-PSEUDO_FROM = ChoiceEnum(["glanced", "masked"])
-SCORE_POSITIONS = ChoiceEnum(["all", "masked"])
-
-
-@dataclass
-class MistCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
-    label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing of the token losses"})
-    length_loss_factor: float = field(
-        default=1.0, metadata={"help": "weight of the length loss (the authors': 1; the plugin recipe: 0.1)"}
-    )
-    mist_loss_factor: float = field(default=1.0, metadata={"help": "weight of the loss on the mixed input"})
-    mix_mode: MIX_MODES = field(
-        default="dynamic",
-        metadata={
-            "help": "'dynamic' (MIST): the model's own prediction becomes extra source; 'none': plain "
-            "encoder NAT (the paper's 'Encoder init'); 'static': pseudo targets from "
-            "--static-pseudo-targets (the static-mixing ablation)"
-        },
-    )
-    glat_ratio: float = field(
-        default=0.5, metadata={"help": "glancing: reveal floor(ratio * Hamming(pred, gold)) gold tokens; 0 = off"}
-    )
-    glat_ratio_end: Optional[float] = field(
-        default=None, metadata={"help": "anneal the glancing ratio linearly to this value (default: no anneal)"}
-    )
-    glat_anneal_updates: int = field(
-        default=0, metadata={"help": "updates over which --glat-ratio goes to --glat-ratio-end"}
-    )
-    glat_hamming: HAMMING_FROM = field(
-        default="mixed",
-        metadata={
-            "help": "which no-grad prediction over an all-[MASK] target sets the Hamming distance of the "
-            "glanced Y_M that both loss terms share: 'mixed' (the authors'): the mixed pass given the "
-            "first pass's draft as Y_p (one more no-grad pass); 'first': the first pass's own draft "
-            "(GLAT's). Plain NAT (--mix-mode none) always uses 'first'"
-        },
-    )
-    pseudo_from: PSEUDO_FROM = field(
-        default="glanced",
-        metadata={
-            "help": "where MIST's pseudo target Y_p comes from: 'glanced' (the authors'): the argmax of "
-            "the graded first pass over the glanced Y_M, at every real target position; 'masked': the "
-            "argmax of the no-grad draft pass over Y_0 (all [MASK] with --target-keep-prob 0 "
-            "--target-random-prob 0); at "
-            "revealed positions the mixed pass then sees gold in Y_M that contradicts Y_p"
-        },
-    )
-    score_positions: SCORE_POSITIONS = field(
-        default="all",
-        metadata={
-            "help": "target positions that carry the token losses (both terms): 'all' (the authors'): "
-            "every real position, revealed ones too; 'masked': only positions left as [MASK] by glancing"
-        },
-    )
-    target_keep_prob: float = field(
-        default=0.1,
-        metadata={
-            "help": "Y_M corruption before glancing, as the authors' data loader does it (kongds/MIST "
-            "data.py, train.py's --keep_prob default): each real target position shows its gold token with "
-            "this probability. Training only; decoding starts from [MASK]s. 0 (with --target-random-prob 0) "
-            "= an all-[MASK] Y_M"
-        },
-    )
-    target_random_prob: float = field(
-        default=0.1,
-        metadata={
-            "help": "Y_M corruption before glancing (the authors' --random_prob default): each real target "
-            "position shows a uniformly drawn vocabulary token (never padding) with this probability; "
-            "[MASK] with 1 - keep - random. Training only"
-        },
-    )
-    nar_loss_factor: float = field(
-        default=1.0,
-        metadata={
-            "help": "weight of the NAR token loss (L_NAT); 0 skips the NAR passes (glancing, the MIST term), "
-            "e.g. for an AR-only model with --block-loss-factor 1 --block-sizes 1"
-        },
-    )
-    block_loss_factor: float = field(
-        default=0.0,
-        metadata={
-            "help": "weight of the two-stream (BANG-style) loss: each target position predicted from the "
-            "gold tokens before its block and [MASK]s over the block; makes the checkpoint decode with "
-            "--decode-mode semi-nar and ar too. 0 = off"
-        },
-    )
-    block_sizes: str = field(
-        default="1",
-        metadata={
-            "help": "comma-separated block sizes of the two-stream loss, one drawn per batch (the first at "
-            "validation): 1 = autoregressive, b > 1 semi-NAR, b >= the target length the NAR pass"
-        },
-    )
-    janus_kl_factor: float = field(
-        default=0.0,
-        metadata={
-            "help": "JANUS-style joint training: weight of the symmetric KL between the two-stream "
-            "(AR/semi-NAR) and the NAR first-pass distributions at every real target position; needs "
-            "both --nar-loss-factor and --block-loss-factor > 0. 0 = off"
-        },
-    )
+from mist_fairseq.criterions.mist_config import MistCriterionConfig
 
 
 def corrupt_target(gold: torch.Tensor, keep: float, random: float, pad: int, mask: int,
@@ -179,7 +69,7 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
                  glat_ratio, glat_ratio_end, glat_anneal_updates, glat_hamming,
                  pseudo_from="glanced", score_positions="all", nar_loss_factor=1.0,
                  block_loss_factor=0.0, block_sizes="1", janus_kl_factor=0.0,
-                 target_keep_prob=0.1, target_random_prob=0.1):
+                 target_keep_prob=0.1, target_random_prob=0.1, layer_loss_layers=""):
         super().__init__(task, label_smoothing)
         self.length_loss_factor = length_loss_factor
         self.mist_loss_factor = mist_loss_factor
@@ -193,6 +83,7 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         self.nar_loss_factor, self.block_loss_factor = nar_loss_factor, block_loss_factor
         self.block_sizes = parse_block_sizes(block_sizes)
         self.janus_kl_factor = janus_kl_factor
+        self.layer_loss_layers = parse_layers(layer_loss_layers)
         self.target_keep_prob, self.target_random_prob = target_keep_prob, target_random_prob
         if not (0 <= target_keep_prob and 0 <= target_random_prob and target_keep_prob + target_random_prob <= 1):
             raise ValueError(f"--target-keep-prob {target_keep_prob} and --target-random-prob {target_random_prob}: "
@@ -266,6 +157,8 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
             self.check_ctc()
             ctc_outputs(self, model, sample, state, outputs, extras)
             return outputs, extras
+        if self.layer_loss_layers:
+            raise ValueError("--layer-loss-layers supervises a CTC output's layers: train with --ctc or drop it")
         if self.nar_loss_factor > 0:
             nar_logits = self.nar_outputs(model, sample, state, outputs, extras)
         if self.block_loss_factor > 0:
@@ -284,7 +177,8 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         return outputs, extras
 
     def check_ctc(self) -> None:
-        """ValueError for the options a CTC checkpoint is not trained with."""
+        """ValueError for the options a CTC checkpoint is not trained with (and --layer-loss-layers for
+        the others: see mist_outputs)."""
         if self.block_loss_factor > 0 or self.janus_kl_factor > 0 or self.nar_loss_factor <= 0:
             raise ValueError("--ctc trains the NAR passes only: drop --block-loss-factor/--janus-kl-factor "
                              "and keep --nar-loss-factor > 0")

@@ -196,14 +196,22 @@ class BertEncoder(nn.Module):
     def decode_target(self, state: SourceState, tgt: torch.Tensor) -> torch.Tensor:
         """Target-only pass over cached source K/V. tgt: (B, T), real tokens first then padding.
         Returns last-layer target states (B, T, H)."""
+        return self.decode_target_states(state, tgt)[0]
+
+    def decode_target_states(self, state: SourceState, tgt: torch.Tensor, keep=()):
+        """:meth:`decode_target` that also returns the target states after each layer in ``keep``
+        (1 = the first layer): (last-layer states (B, T, H), [(B, T, H) per kept layer, in keep's order])."""
         tgt_mask = tgt.ne(self.pad_idx)
         positions = state.length.unsqueeze(1) + torch.arange(tgt.size(1), device=tgt.device)
         positions = positions.clamp(max=self.embeddings.position_embeddings.num_embeddings - 1)
         x = self.embeddings(tgt, positions, torch.ones_like(tgt))
         mask = torch.cat([state.key_mask, tgt_mask], dim=1)[:, None, None, :]  # (B,1,1,S+T)
-        for layer, past in zip(self.layers, state.kv):
+        kept = {}
+        for i, (layer, past) in enumerate(zip(self.layers, state.kv), start=1):
             x, _ = layer(x, mask, past_kv=past)
-        return x
+            if i in keep:
+                kept[i] = x
+        return x, [kept[i] for i in keep]
 
     def decode_rows(self, state: SourceState, tokens: torch.Tensor, tpos: torch.Tensor,
                     row_mask: torch.Tensor, cache=None):

@@ -225,6 +225,13 @@ class MistNARModel(BaseFairseqModel, TokenOps):
         where most of a step's time would otherwise go). Returns logits (B, T, V) or (N, V)."""
         return self._project(self.encoder.decode_target(state, tgt), positions)
 
+    def decode_target_layers(self, state: SourceState, tgt: torch.Tensor, layers):
+        """:meth:`decode_target` plus the logits of the outputs of the encoder layers in ``layers``
+        (1 = the first) through the same output head (deep supervision): (logits (B, T, V),
+        [(B, T, V) per layer])."""
+        h, kept = self.encoder.decode_target_states(state, tgt, layers)
+        return self._project(h, None), [self._project(k, None) for k in kept]
+
     def _project(self, h: torch.Tensor, positions: Optional[torch.Tensor]) -> torch.Tensor:
         """(B, T, H) states -> logits (B, T, V), or (N, V) at the True positions of (B, T) positions."""
         if positions is not None:
