@@ -15,9 +15,9 @@ weight) on its own. Writes OUT.md and OUT.json.
 """
 
 import argparse
-import glob
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -85,30 +85,32 @@ def projection_nodes(graph_path, vocab_size):
 
 
 def operator_profile(path, precision, threads, batches, vocab_size):
-    """One pass over the batches with onnxruntime's profiler on a fresh target session: ms per sentence by
-    operator type and for the output projection."""
+    """One pass over the batches with onnxruntime's profiler on, in sessions the runner builds with its own
+    settings: ms per sentence of the target graph by operator type and for the output projection."""
     import onnxruntime as ort
 
     from mist_fairseq.export.runner import OnnxMistModel
 
-    runner = OnnxMistModel(path, precision=precision, threads=threads)
-    graph = os.path.join(path, runner.config["graphs"][precision]["target"])
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.enable_mem_pattern = False
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.enable_profiling = True
-    opts.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="pass_profile_"), "target")
-    runner.model.target = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+    prefix = os.path.join(tempfile.mkdtemp(prefix="pass_profile_"), "ort")
+    base = ort.SessionOptions
+
+    class Profiled(base):  # the runner sets its options on top of these
+        def __init__(self):
+            super().__init__()
+            self.enable_profiling, self.profile_file_prefix = True, prefix
+
+    ort.SessionOptions = Profiled
+    try:
+        runner = OnnxMistModel(path, precision=precision, threads=threads)
+    finally:
+        ort.SessionOptions = base
     n = 0
     for sentences, batch_size in batches:
         runner.generate(sentences)
         n += len(sentences)
-    trace = runner.model.target.end_profiling()
-    events = json.load(open(trace))
-    proj = projection_nodes(graph, vocab_size)
+    runner.model.source.end_profiling()
+    events = json.load(open(runner.model.target.end_profiling()))
+    proj = projection_nodes(os.path.join(path, runner.config["graphs"][precision]["target"]), vocab_size)
     by_op, proj_us, total_us = defaultdict(float), 0.0, 0.0
     for e in events:
         args = e.get("args", {})
@@ -119,6 +121,7 @@ def operator_profile(path, precision, threads, batches, vocab_size):
         total_us += e["dur"]
         if node in proj:
             proj_us += e["dur"]
+    shutil.rmtree(os.path.dirname(prefix))  # onnxruntime's traces
     return {"sentences": n, "kernel_ms_per_sentence": total_us / 1000.0 / n,
             "projection_ms_per_sentence": proj_us / 1000.0 / n,
             "projection_share": proj_us / total_us if total_us else 0.0, "projection_nodes": sorted(proj),
@@ -173,8 +176,10 @@ def main(argv=None):
     p.add_argument("--out", default="docs/serving/PASS_PROFILE", help="OUT.md and OUT.json")
     p.add_argument("--quick", action="store_true", help="a tiny export made on the fly, 8 sources")
     args = p.parse_args(argv)
+    quick_dir = None
     if args.quick:
-        args.model, args.sources = quick_export(tempfile.mkdtemp(prefix="pass_profile_quick_"))
+        quick_dir = tempfile.mkdtemp(prefix="pass_profile_quick_")
+        args.model, args.sources = quick_export(quick_dir)
         args.n, args.batch_sizes = 8, [1, 4]
     elif not (args.model and args.sources):
         p.error("--model and --sources are needed (or --quick)")
@@ -201,9 +206,9 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     write_atomic(args.out + ".json", json.dumps(report, indent=1) + "\n")
     write_atomic(args.out + ".md", render(report))
-    for f in glob.glob(os.path.join(tempfile.gettempdir(), "pass_profile_*", "target*.json")):
-        os.remove(f)  # onnxruntime's traces (one per profiled pass)
     print(render(report))
+    if quick_dir:
+        shutil.rmtree(quick_dir)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ from mist_fairseq import score as scorer
 
 SPEC = spec.load("table")  # modes_table: (label, run, output in the run, benchmark row timed at batch 1)
 ROWS = [tuple(r) for r in SPEC["modes_table"]]
-REFERENCE = SPEC["modes_reference"]
-REFERENCE_RUN, REFERENCE_OUTPUT = next((run, out) for label, run, out, _ in ROWS if label == REFERENCE)
+REFERENCE, REFERENCE_RUN, REFERENCE_OUTPUT = spec.reference(SPEC, ROWS, "modes_reference")
 
 
 def main(argv=None):

@@ -103,12 +103,13 @@ def modes(spec: Dict, run: str = None) -> List[str]:
     return [f"{name}:{args}" for name, args in table[run].items()]
 
 
-def reference(spec: Dict) -> Tuple[str, str, str]:
-    """(label, run, test output) of the table row every other row is compared with."""
-    for label, run, output, _ in table_rows(spec):
-        if label == spec["reference"]:
+def reference(spec: Dict, rows=None, key: str = "reference") -> Tuple[str, str, str]:
+    """(label, run, test output) of the row named by spec[key] that every other row is compared with;
+    rows: the table's (label, run, output, bench) rows (default: :func:`table_rows`)."""
+    for label, run, output, _ in table_rows(spec) if rows is None else rows:
+        if label == spec[key]:
             return label, run, output
-    raise ValueError(f"reference {spec['reference']!r} is not a row of the table")
+    raise ValueError(f"{key} {spec[key]!r} is not a row of the table")
 
 
 def shell_row(spec: Dict, row: str) -> str:
