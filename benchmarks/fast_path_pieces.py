@@ -19,8 +19,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from mist_fairseq.criterions.ctc_loss import gathered_ctc_nll
 from mist_fairseq.criterions.label_smoothed_ce import label_smoothed_nll
-from mist_fairseq.models.fast_path import bf16_linear, fast_dropout
+from mist_fairseq.models.fast_path import bf16_linear, column_sum, fast_dropout
 from benchmarks.report_io import platform_line, timed_pair, write_atomic
 
 
@@ -52,6 +53,28 @@ def pieces(N, V, H, B, L, heads, reps):
         label_smoothed_nll(z, target, 0.1)[0].backward()
     rows.append((f"label-smoothed loss over {N} x {V} logits, forward + backward (fp32 logits vs bf16)",
                  *timed_pair(ref_loss, chunked, reps)))
+
+    # CTC over 2 x source slots (B sources of L / 2 tokens, targets of L / 4 - 1 tokens): full log-softmax +
+    # torch's ctc_loss vs the gathered columns (criterions/ctc_loss.py); the fast path's bf16 logits for both
+    T, U = N // B, max(1, N // B // 2 - 1)
+    slot_logits = (3 * torch.randn(B, T, V)).bfloat16()
+    ctc_tgt = torch.randint(2, V, (B, U))
+    n_slots, lengths = torch.full((B,), T), torch.full((B,), U)
+
+    def ctc_ref():
+        z = slot_logits.clone().requires_grad_()
+        lp = z.float().log_softmax(-1).transpose(0, 1)
+        F.ctc_loss(lp, ctc_tgt, n_slots, lengths, blank=1, reduction="none", zero_infinity=True).sum().backward()
+
+    def ctc_gathered():
+        z = slot_logits.clone().requires_grad_()
+        gathered_ctc_nll(z, n_slots, ctc_tgt, lengths, 1).sum().backward()
+    rows.append((f"CTC loss over {B} x {T} slots x {V} (bf16 logits), forward + backward "
+                 "(log-softmax + ctc_loss vs gathered columns)", *timed_pair(ctc_ref, ctc_gathered, reps)))
+
+    g16 = g.bfloat16()
+    rows.append((f"output bias gradient: column sums of the {N} x {V} bf16 gradient (one up-cast vs blocks)",
+                 *timed_pair(lambda: g16.sum(0, dtype=torch.float32), lambda: column_sum(g16), reps)))
 
     a = torch.randn(B, L, H)
     rows.append((f"dropout 0.1 of {B} x {L} x {H}", *timed_pair(lambda: F.dropout(a, 0.1, True),

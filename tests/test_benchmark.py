@@ -111,9 +111,9 @@ def test_fast_path_pieces_quick(tmp_path):
     out = tmp_path / "pieces.md"
     run_cli([sys.executable, "-m", "benchmarks.fast_path_pieces", "--quick", "--out", str(out)], cwd=REPO)
     text = out.read_text()
-    rows = re.findall(r"^\| (output projection|label-smoothed loss|dropout|attention)[^|]*\| ([\d.]+) \| ([\d.]+) \| [\d.]+x \|$",
-                      text, re.M)
-    assert [r[0] for r in rows] == ["output projection", "label-smoothed loss", "dropout", "attention"]
+    names = ["output projection", "label-smoothed loss", "CTC loss", "output bias gradient", "dropout", "attention"]
+    rows = re.findall(rf"^\| ({'|'.join(names)})[^|]*\| ([\d.]+) \| ([\d.]+) \| [\d.]+x \|$", text, re.M)
+    assert [r[0] for r in rows] == names
     assert "python -m benchmarks.fast_path_pieces --quick" in text
 
 

@@ -361,3 +361,34 @@ def test_deep_supervision_refusals(small, tiny_model):
         crit.mist_outputs(ctc_model, batch)
     with pytest.raises(ValueError, match="supervises a CTC output's layers"):
         crit.mist_outputs(tiny_model.train(), batch)
+
+
+def _reference_ctc_nll(logits, n_slots, targets, lengths, blank):
+    """CTC over the full vocabulary: log-softmax, then torch's ctc_loss (what ctc_nll computes without it)."""
+    lp = logits.float().log_softmax(-1).transpose(0, 1)
+    return torch.nn.functional.ctc_loss(lp, targets, n_slots, lengths, blank=blank, reduction="none",
+                                        zero_infinity=True)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-4)])
+def test_ctc_nll_over_gathered_columns_equals_the_full_vocabulary_loss_and_gradient(dtype, tol):
+    torch.manual_seed(3)
+    B, T, V, blank = 6, 9, 40, 1
+    # repeats (a a b: a blank is needed between the a's), one token five times, a short row, padded slots,
+    # and a row whose target cannot fit its slots (no alignment: no loss, no gradient)
+    targets = torch.tensor([[3, 3, 4, 0, 0], [5, 6, 5, 6, 7], [8, 8, 8, 8, 8], [9, 0, 0, 0, 0],
+                            [3, 4, 5, 6, 7], [2, 2, 2, 0, 0]])
+    lengths = torch.tensor([3, 5, 5, 1, 5, 3])
+    n_slots = torch.tensor([9, 9, 9, 4, 7, 4])
+    weights = torch.rand(B)
+    x = torch.randn(B, T, V).to(dtype).requires_grad_()
+    ref = _reference_ctc_nll(x, n_slots, targets, lengths, blank)
+    (ref * weights).sum().backward()
+    ref_grad, x.grad = x.grad.float().clone(), None
+    nll = ctc_nll(x, n_slots, targets, lengths, blank)
+    (nll * weights).sum().backward()
+    assert nll[5].item() == 0.0 and ref[5].item() == 0.0 and x.grad[5].abs().max().item() == 0.0
+    assert torch.allclose(nll, ref, rtol=1e-6, atol=1e-4)
+    assert x.grad.dtype == dtype
+    assert (x.grad.float() - ref_grad).abs().max().item() < tol
+    assert x.grad[3, 4:].abs().max().item() == 0.0  # slots past the row's n_slots get no gradient

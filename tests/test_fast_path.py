@@ -189,3 +189,18 @@ def test_fast_dropout_drops_p_and_keeps_the_expectation():
     d.fast = True
     z = torch.zeros(1000)
     assert d(z + 1).eq(0).any() and torch.equal(d.eval()(z + 1), z + 1)
+
+
+def test_the_bias_gradient_sums_every_row_block_in_fp32():
+    """The output bias's gradient is summed a block of rows at a time (column_sum): every block counts,
+    and a bf16 gradient is summed in fp32 (its exact sum, not a bf16 rounding of it)."""
+    torch.manual_seed(2)
+    x = torch.randn(3, 70, 16).bfloat16().requires_grad_()  # 210 rows: four blocks of 64, the last short
+    w = torch.randn(30, 16, requires_grad=True)
+    b = torch.zeros(30, requires_grad=True)
+    y = bf16_linear(x, w, b, bf16_out=True)
+    g = torch.randn(y.shape).bfloat16()
+    y.backward(g)
+    want = g.reshape(-1, 30).double().sum(0)
+    assert b.grad.dtype == torch.float32
+    assert torch.allclose(b.grad.double(), want, atol=1e-4)

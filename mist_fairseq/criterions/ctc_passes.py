@@ -20,8 +20,8 @@ neighbours) has no alignment: it adds nothing and is counted (``ctc_skipped`` in
 from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 
+from mist_fairseq.criterions.ctc_loss import gathered_ctc_nll
 from mist_fairseq.criterions.glancing import glance
 from mist_fairseq.models.ctc import best_alignment, collapse, extended_labels, min_slots_needed
 from mist_fairseq.models.vocab_ops import row_logsumexp
@@ -49,9 +49,9 @@ def ctc_targets(gold: torch.Tensor, pad: int, eos: int) -> Tuple[torch.Tensor, t
 def ctc_nll(logits: torch.Tensor, n_slots: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
             blank: int) -> torch.Tensor:
     """logits (B, T, V) -> (B,) -log p(target | slots) summed over alignments, in fp32; 0 for a row
-    without an alignment."""
-    lp = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V): ctc_loss's layout
-    return F.ctc_loss(lp, targets, n_slots, lengths, blank=blank, reduction="none", zero_infinity=True)
+    without an alignment. Computed over the blank's and the targets' columns only
+    (:mod:`mist_fairseq.criterions.ctc_loss`)."""
+    return gathered_ctc_nll(logits, n_slots, targets, lengths, blank)
 
 
 def aligned_labels(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor, n_slots: torch.Tensor,
