@@ -204,3 +204,68 @@ def test_the_bias_gradient_sums_every_row_block_in_fp32():
     want = g.reshape(-1, 30).double().sum(0)
     assert b.grad.dtype == torch.float32
     assert torch.allclose(b.grad.double(), want, atol=1e-4)
+
+
+def test_step_weights_round_each_weight_once_until_it_changes():
+    from mist_fairseq.models.fast_path import bf16_weight, step_weights
+
+    w, u = torch.randn(4, 3), torch.randn(2, 3)
+    assert bf16_weight((w,)) is not bf16_weight((w,))  # outside a step: a new copy every product
+    with step_weights():
+        first = bf16_weight((w,))
+        assert bf16_weight((w,)) is first and torch.equal(first, w.bfloat16())
+        both = bf16_weight((w, u))  # a concatenation is its own entry
+        assert both.shape == (6, 3) and torch.equal(both, torch.cat([w, u]).bfloat16())
+        w.add_(1.0)  # an in-place change (a new version) is rounded anew
+        assert torch.equal(bf16_weight((w,)), w.bfloat16())
+    assert bf16_weight((w,)) is not first
+
+
+@needs_bf16
+@pytest.mark.parametrize("mix_mode", ["none", "dynamic"])
+def test_a_step_with_kept_bf16_weights_has_the_same_loss_and_gradients(small_dict, mix_mode):
+    """Keeping one bf16 copy of each weight for the step's passes changes nothing but the work: the
+    loss and every gradient are bit-identical to rounding the weights in every pass."""
+    from mist_fairseq.models.fast_path import step_weights
+
+    torch.manual_seed(0)
+    model = MistNARModel(tiny_cfg(cpu_fast_path=True), small_dict).train()
+    task = SimpleNamespace(cfg=SimpleNamespace(static_pseudo_targets=None), target_dictionary=small_dict)
+    crit = MistCriterion(task, 0.1, 1.0, 1.0, mix_mode, 0.5, None, 0, "first")
+    sample = toy(small_dict)
+    loss_a, grads_a, _ = step(model, crit, sample)
+    with step_weights():
+        loss_b, grads_b, _ = step(model, crit, sample)
+    assert loss_a.item() == loss_b.item()
+    assert set(grads_a) == set(grads_b) and all(torch.equal(grads_a[n], grads_b[n]) for n in grads_a)
+
+
+@needs_bf16
+def test_the_tasks_train_step_rounds_each_weight_once(small_dict, monkeypatch):
+    """MistNARTask.train_step opens the step's bf16 copies: through it, the glancing draft, the graded
+    pass and the source pass round each weight (group) once; without the task's block, once a pass."""
+    from mist_fairseq.models import fast_path
+    from mist_fairseq.tasks.mist_nar import MistNARTask
+
+    rounded = []
+    real = fast_path.bf16_weight
+
+    def counting(weights):
+        cache = getattr(fast_path._STEP, "weights", None)
+        key = tuple((id(w), w.data_ptr(), w._version) for w in weights)
+        if cache is None or key not in cache:
+            rounded.append(key)
+        return real(weights)
+    monkeypatch.setattr(fast_path, "bf16_weight", counting)
+    torch.manual_seed(0)
+    model = MistNARModel(tiny_cfg(cpu_fast_path=True), small_dict).train()
+    task = SimpleNamespace(cfg=SimpleNamespace(static_pseudo_targets=None), target_dictionary=small_dict)
+    crit = MistCriterion(task, 0.1, 1.0, 1.0, "none", 0.5, None, 0, "first")
+    sample = toy(small_dict)
+    optimizer = SimpleNamespace(backward=lambda loss: loss.backward())
+    object.__new__(MistNARTask).train_step(sample, model, crit, optimizer, update_num=1)
+    once = len(rounded)
+    assert once == len(set(rounded))  # no weight rounded twice inside the step
+    rounded.clear()
+    step(model, crit, sample)  # the same passes without the task's block
+    assert len(rounded) > once

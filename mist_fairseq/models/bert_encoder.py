@@ -106,8 +106,9 @@ class BertLayer(nn.Module):
         Returns (B, L, H) and this block's own (k, v), each (B, h, L, d)."""
         fast = self.query.bf16 and self.training and x.device.type == "cpu"  # the CPU fast path
         if fast:
-            # one bf16 product for Q, K and V: x is cast to bf16 once instead of three times
-            w = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+            # one bf16 product for Q, K and V: x is cast to bf16 once instead of three times, and the
+            # three weights are concatenated in bf16 once a training step (fast_path.step_weights)
+            w = (self.query.weight, self.key.weight, self.value.weight)
             b = torch.cat([self.query.bias, self.key.bias, self.value.bias])
             q, k, v = fast_linear(x, w, b, enabled=True).chunk(3, dim=-1)
         else:

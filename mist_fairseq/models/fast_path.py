@@ -21,7 +21,9 @@ word instead (2.7x faster in benchmarks.fast_path_pieces), so the drop probabili
 Shapes: x (..., in), weight (out, in), bias (out,) -> (..., out).
 """
 
+import contextlib
 import functools
+import threading
 from typing import Optional
 
 import torch
@@ -38,34 +40,89 @@ def bf16_matmul_supported() -> bool:
         return False
 
 
+_STEP = threading.local()  # .weights: the open step's bf16 copies, keyed by the weights they round
+
+
+@contextlib.contextmanager
+def step_weights():
+    """Within this block (one training step's forward and backward: ``MistNARTask.train_step`` opens
+    it), each weight is rounded to bf16 once, at its first product, and the step's later passes (the
+    glancing draft, the graded pass, MIST's mixed pass, the backward) reuse that copy; the optimizer
+    changes the weights only after the block. Outside it every product rounds its weights anew."""
+    outer = getattr(_STEP, "weights", None)
+    _STEP.weights = {}
+    try:
+        yield
+    finally:
+        _STEP.weights = outer
+
+
+def bf16_weight(weights) -> torch.Tensor:
+    """weights: a tuple of (out_i, in) tensors -> their concatenation along dim 0 in bf16, taken from
+    the open step's copies where there is one (:func:`step_weights`)."""
+    cache = getattr(_STEP, "weights", None)
+    key = tuple((id(w), w.data_ptr(), w._version) for w in weights)
+    if cache is not None and key in cache:
+        return cache[key]
+    w16 = (weights[0] if len(weights) == 1 else torch.cat(weights)).detach().to(torch.bfloat16)
+    if cache is not None:
+        cache[key] = w16
+    return w16
+
+
 class _BF16Linear(torch.autograd.Function):
-    """y = x @ weight.T (+ bias), the product in bf16; x fp32 or bf16, y fp32 unless ``bf16_out``,
+    """y = x @ cat(weights).T (+ bias), the product in bf16; x fp32 or bf16, y fp32 unless ``bf16_out``,
     which returns the product as bf16 (logits that the loss's log-softmax reads in fp32 without an
-    fp32 copy of a (N, V) tensor; the feed-forward's inner activation, which stays bf16)."""
+    fp32 copy of a (N, V) tensor; the feed-forward's inner activation, which stays bf16). Several
+    weights (the attention's query, key and value) make one product over one cast of x."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, bf16_out):
-        x16, w16 = x.to(torch.bfloat16), weight.to(torch.bfloat16)
+    def forward(ctx, x, bias, bf16_out, *weights):
+        x16, w16 = x.to(torch.bfloat16), bf16_weight(weights)
         y = F.linear(x16, w16, None if bias is None else bias.to(torch.bfloat16))
         if not bf16_out:
             y = y.float()
         ctx.save_for_backward(x16, w16)
-        ctx.x_dtype, ctx.w_dtype, ctx.has_bias = x.dtype, weight.dtype, bias is not None
+        ctx.x_dtype, ctx.has_bias = x.dtype, bias is not None
+        ctx.b_dtype = None if bias is None else bias.dtype
+        ctx.rows, ctx.w_dtypes = [w.size(0) for w in weights], [w.dtype for w in weights]
         return y
 
     @staticmethod
     def backward(ctx, grad):
         x16, w16 = ctx.saved_tensors
         g16 = grad.to(torch.bfloat16)
-        grad_x = grad_w = grad_b = None
+        grad_x = grad_b = None
+        grad_ws = [None] * len(ctx.rows)
         if ctx.needs_input_grad[0]:
             grad_x = torch.matmul(g16, w16).to(ctx.x_dtype)
-        if ctx.needs_input_grad[1]:
+        if any(ctx.needs_input_grad[3:]):
             # (out, N) @ (N, in): one product over all rows, fp32 accumulation inside oneDNN
-            grad_w = torch.mm(g16.reshape(-1, g16.size(-1)).t(), x16.reshape(-1, x16.size(-1))).to(ctx.w_dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = column_sum(grad.reshape(-1, grad.size(-1))).to(ctx.w_dtype)
-        return grad_x, grad_w, grad_b, None
+            gw = torch.mm(g16.reshape(-1, g16.size(-1)).t(), x16.reshape(-1, x16.size(-1)))
+            grad_ws = [g.to(dt) if need else None
+                       for g, dt, need in zip(gw.split(ctx.rows), ctx.w_dtypes, ctx.needs_input_grad[3:])]
+        if ctx.has_bias and ctx.needs_input_grad[1]:
+            grad_b = column_sum(grad.reshape(-1, grad.size(-1))).to(ctx.b_dtype)
+        return (grad_x, grad_b, None, *grad_ws)
+
+
+def bf16_linear(x: torch.Tensor, weight, bias: Optional[torch.Tensor] = None,
+                bf16_out: bool = False) -> torch.Tensor:
+    """F.linear with the product in bf16 (see the module docstring); weight: a tensor, or a tuple of
+    tensors that act as their concatenation along dim 0 (each gets its own gradient)."""
+    weights = tuple(weight) if isinstance(weight, (tuple, list)) else (weight,)
+    return _BF16Linear.apply(x, bias, bf16_out, *weights)
+
+
+def fast_linear(x, weight, bias=None, enabled=False, bf16_out=False):
+    """bf16_linear where it pays (enabled, on CPU, fp32 or already-bf16 inputs); F.linear everywhere
+    else, so CUDA and Fairseq's own --fp16/--bf16 paths are untouched. weight: a tensor or a tuple
+    (concatenated along dim 0)."""
+    weights = tuple(weight) if isinstance(weight, (tuple, list)) else (weight,)
+    if enabled and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) \
+            and all(w.dtype == torch.float32 for w in weights):
+        return bf16_linear(x, weights, bias, bf16_out)
+    return F.linear(x, weights[0] if len(weights) == 1 else torch.cat(weights), bias)
 
 
 def column_sum(x: torch.Tensor, rows: int = 64) -> torch.Tensor:
@@ -76,21 +133,6 @@ def column_sum(x: torch.Tensor, rows: int = 64) -> torch.Tensor:
     for s in range(0, x.size(0), rows):
         out += x[s:s + rows].sum(0, dtype=torch.float32)
     return out
-
-
-def bf16_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                bf16_out: bool = False) -> torch.Tensor:
-    """F.linear with the product in bf16 (see the module docstring)."""
-    return _BF16Linear.apply(x, weight, bias, bf16_out)
-
-
-def fast_linear(x, weight, bias=None, enabled=False, bf16_out=False):
-    """bf16_linear where it pays (enabled, on CPU, fp32 or already-bf16 inputs); F.linear everywhere
-    else, so CUDA and Fairseq's own --fp16/--bf16 paths are untouched."""
-    if enabled and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) \
-            and weight.dtype == torch.float32:
-        return bf16_linear(x, weight, bias, bf16_out)
-    return F.linear(x, weight, bias)
 
 
 def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:

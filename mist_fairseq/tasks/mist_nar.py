@@ -18,6 +18,7 @@ from mist_fairseq.dictionary import BertDictionary
 from mist_fairseq.generators.modes import DECODE_MODES, build_generator
 from mist_fairseq.generators.options import STRATEGIES, DecodeOptions
 from mist_fairseq.generators.rerank import RERANK_CHOICES, build_rescorer
+from mist_fairseq.models.fast_path import step_weights
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +224,9 @@ class MistNARTask(TranslationTask):
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if hasattr(criterion, "set_update_num"):
             criterion.set_update_num(update_num)  # the glancing-ratio anneal needs it
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        # the CPU fast path rounds each weight to bf16 once for the step's passes (not once a pass)
+        with step_weights():
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def max_positions(self):
         return (self.cfg.max_source_positions - 1, self.cfg.max_target_positions)
