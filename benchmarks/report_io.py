@@ -61,14 +61,20 @@ def replace_section(path: str, title: str, text: str) -> None:
     write_atomic(path, new)
 
 
-def platform_line() -> str:
+def platform_line(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name and its bf16 units (they decide what the CPU fast path is worth:
+    AMX tiles, avx512_bf16 dot products, or none)."""
+    name, flags = "unknown CPU", set()
     try:
-        for ln in open("/proc/cpuinfo"):
-            if ln.startswith("model name"):
-                return ln.split(":", 1)[1].strip()
+        for ln in open(cpuinfo):
+            if ln.startswith("model name") and name == "unknown CPU":
+                name = ln.split(":", 1)[1].strip()
+            elif ln.startswith("flags") and not flags:
+                flags = set(ln.split(":", 1)[1].split())
     except OSError:
         pass
-    return "unknown CPU"
+    units = [unit for unit, flag in (("AMX", "amx_bf16"), ("avx512_bf16", "avx512_bf16")) if flag in flags]
+    return f"{name}; bf16 units: {' + '.join(units) or 'none'}"
 
 
 def timed_pair(slow, fast, reps):

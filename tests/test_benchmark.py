@@ -161,3 +161,16 @@ def test_latency_times_a_ctc_checkpoint(data, tmp_path):
     rows = json.loads((tmp_path / "BENCHMARK_quick.json").read_text())["decoding"]
     assert rows["CTC single pass (2 x source slots)"]["1"]["median_ms"] > 0
     assert rows["CTC single pass (1.5 x source slots), prefix beam 5"]["1"]["median_ms"] > 0
+
+
+def test_platform_line_names_the_bf16_units(tmp_path):
+    """Reports say which bf16 units the CPU has: the fast path's worth depends on them."""
+    from benchmarks.report_io import platform_line
+
+    info = tmp_path / "cpuinfo"
+    for flags, units in (("fpu avx512f avx512_bf16 amx_bf16 amx_tile", "AMX + avx512_bf16"),
+                         ("fpu avx512f avx512_bf16", "avx512_bf16"), ("fpu avx2", "none")):
+        info.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n"
+                        f"processor\t: 1\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
+        assert platform_line(str(info)) == f"Some CPU; bf16 units: {units}"
+    assert platform_line(str(tmp_path / "missing")) == "unknown CPU; bf16 units: none"
