@@ -3,7 +3,7 @@ small real paraphrase set (3,000 Quora pairs shipped in mist_fairseq/resources/q
 generate on 500 held-out pairs and print samples, scores and decoding speed.
 
     python -m mist_fairseq.quickstart [--workdir DIR] [--budget-minutes 10] [--targets kd|raw]
-        [--mix-mode none|dynamic] [--ctc] [--target-input mask|copy] [--train-args "--dropout 0"]
+        [--mix-mode none|dynamic] [--ctc [auto|on|off]] [--target-input mask|copy] [--train-args "--dropout 0"]
 
 The whole job is budgeted by wall time: training gets what is left of ``--budget-minutes`` after the
 steps before it and a reserve for the steps after it (measured on the machine at hand), capped at
@@ -15,11 +15,14 @@ The defaults (distilled targets, no mixing) won on the 300 dev pairs at this bud
 are worth more; ``--mix-mode dynamic`` trains MIST. Every step is a real CLI call (prepare,
 fairseq-train, fairseq-generate), printed before it runs, so
 the same commands work on your own data. Training resumes from
-DIR/checkpoints-TARGETS-MIXMODE[-ctc]/checkpoint_last.pt. ``--ctc`` trains a CTC output instead of the
-length head; ``--target-input copy`` fills the target slots with the uniformly copied source instead of
-[MASK]s (checkpoints in DIR/...-copy). ``--train-args`` appends fairseq-train options (they win over
-the recipe's); a changed option does not change the checkpoint folder, so give such a run its own
-``--workdir``.
+DIR/checkpoints-TARGETS-MIXMODE[-ctc]/checkpoint_last.pt. ``--ctc`` (``on``) trains a CTC output instead
+of the length head, ``--ctc off`` the length head; the default, ``auto``, takes CTC where the CPU has
+AMX units and the fast path is on (ten minutes there buy the ~900 CTC updates at which it won on dev)
+and the length head elsewhere (a CTC update costs about 1.4x a length-head one; at the 210 CTC updates
+of a CPU with avx512_bf16 only, the length head won). ``--target-input copy`` fills the target slots
+with the uniformly copied source instead of [MASK]s (checkpoints in DIR/...-copy). ``--train-args``
+appends fairseq-train options (they win over the recipe's); a changed option does not change the
+checkpoint folder, so give such a run its own ``--workdir``.
 """
 
 import argparse
@@ -35,6 +38,7 @@ import warnings
 
 import torch
 
+from mist_fairseq.models.fast_path import amx_supported
 from mist_fairseq.recipes import flags as recipe_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -140,21 +144,30 @@ def untrained_hypotheses(data_bin, split="test", batch_size=32, ctc=False, targe
     return [hyps[i] for i in range(len(hyps))]
 
 
+def resolve_ctc(choice: str, fast_path: bool, amx: bool = None) -> bool:
+    """--ctc auto|on|off -> whether the quickstart trains the CTC output (module docstring)."""
+    if choice != "auto":
+        return choice == "on"
+    return bool(fast_path and (amx_supported() if amx is None else amx))
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "mist_quickstart"),
                    help="where data, checkpoints and outputs go (outside the repo)")
     p.add_argument("--budget-minutes", type=float, default=10.0,
                    help="wall time of the whole job; training gets what the other steps leave (0 = no budget)")
-    p.add_argument("--max-update", type=int, default=600, help="training updates at most")
+    p.add_argument("--max-update", type=int, default=5000,
+                   help="training updates at most (with a budget, the budget ends training first on 2 cores)")
     p.add_argument("--targets", choices=["kd", "raw"], default="kd",
                    help="train targets: the shipped distilled ones (train.kd.tgt) or the original references")
     p.add_argument("--mix-mode", choices=["dynamic", "none"], default="none",
                    help="'none': plain NAT with glancing (the dev winner at this budget); 'dynamic': MIST "
                    "(about twice the cost of an update)")
-    p.add_argument("--ctc", action="store_true",
-                   help="a CTC output (slots at twice the source length, no length to predict) instead of the "
-                   "length head")
+    p.add_argument("--ctc", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
+                   help="'on' (or --ctc alone): a CTC output (slots at twice the source length, no length to "
+                   "predict); 'off': the length head; 'auto': CTC where the CPU has AMX units and the fast path "
+                   "is on, the length head elsewhere (each won on dev at the updates such a CPU affords)")
     p.add_argument("--target-input", choices=["mask", "copy"], default="mask",
                    help="what the target slots hold before the pass: [MASK] or the source, uniformly copied")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per update")
@@ -164,7 +177,9 @@ def parse_args(argv=None):
                    help="more fairseq-train options, appended last so that they win (e.g. \"--dropout 0\")")
     p.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                    help="train in plain fp32 with Fairseq's adam (default: --cpu-fast-path --optimizer fused_adamw)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.ctc_choice, args.ctc = args.ctc, resolve_ctc(args.ctc, args.fast_path)  # ctc: bool from here on
+    return args
 
 
 def main(argv=None):
@@ -208,7 +223,10 @@ def main(argv=None):
         # sentences: measured at 2.5x step 2 plus 40 s on a 2-core machine without bf16 units
         reserve = 2.5 * untrained_s + 45
         budget_s = max(30.0, 60 * args.budget_minutes - (time.time() - t0) - reserve)
-    mode = "MIST" if args.mix_mode == "dynamic" else "plain NAT (no mixing)"
+    mode = ("MIST" if args.mix_mode == "dynamic" else "plain NAT (no mixing)") + (
+        " with a CTC output" if args.ctc else " with the length head") + (
+        f" (--ctc auto: {'AMX units found' if args.ctc else 'no AMX units or no fast path'})"
+        if args.ctc_choice == "auto" else "")
     limit = f"{budget_s / 60:.1f} minutes or {args.max_update} updates" if budget_s else f"{args.max_update} updates"
     print(f"== 3. fine-tune with {mode} for {limit}, whichever comes first (resumes from checkpoint_last.pt)",
           flush=True)

@@ -195,7 +195,7 @@ def test_the_bias_gradient_sums_every_row_block_in_fp32():
     """The output bias's gradient is summed a block of rows at a time (column_sum): every block counts,
     and a bf16 gradient is summed in fp32 (its exact sum, not a bf16 rounding of it)."""
     torch.manual_seed(2)
-    x = torch.randn(3, 70, 16).bfloat16().requires_grad_()  # 210 rows: four blocks of 64, the last short
+    x = torch.randn(3, 70, 16).bfloat16().requires_grad_()  # 210 rows
     w = torch.randn(30, 16, requires_grad=True)
     b = torch.zeros(30, requires_grad=True)
     y = bf16_linear(x, w, b, bf16_out=True)
@@ -204,6 +204,9 @@ def test_the_bias_gradient_sums_every_row_block_in_fp32():
     want = g.reshape(-1, 30).double().sum(0)
     assert b.grad.dtype == torch.float32
     assert torch.allclose(b.grad.double(), want, atol=1e-4)
+    from mist_fairseq.models.fast_path import column_sum
+    got = column_sum(g.reshape(-1, 30), rows=64)  # four blocks of 64, the last short: each counts
+    assert torch.allclose(got.double(), want, atol=1e-4)
 
 
 def test_step_weights_round_each_weight_once_until_it_changes():

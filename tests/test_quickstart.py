@@ -43,13 +43,16 @@ def test_progress_line_with_a_time_budget():
 def test_training_is_budgeted_by_time_and_trains_the_chosen_targets():
     from mist_fairseq.quickstart import DATA, parse_args, train_command
 
-    cmd = train_command(parse_args([]), "BIN", "CK", budget_s=360.0)
+    cmd = train_command(parse_args(["--ctc", "off"]), "BIN", "CK", budget_s=360.0)
     assert cmd[cmd.index("--stop-time-hours") + 1] == "0.10000"
-    assert cmd[cmd.index("--mix-mode") + 1] == "none" and cmd[cmd.index("--max-update") + 1] == "600"
-    assert "--stop-time-hours" not in train_command(parse_args(["--budget-minutes", "0"]), "BIN", "CK", None)
+    # the cap is far: on 2 cores the time budget ends training
+    assert cmd[cmd.index("--mix-mode") + 1] == "none" and cmd[cmd.index("--max-update") + 1] == "5000"
+    assert "--stop-time-hours" not in train_command(parse_args(["--budget-minutes", "0", "--ctc", "off"]), "BIN",
+                                                    "CK", None)
     mist = train_command(parse_args(["--mix-mode", "dynamic"]), "BIN", "CK", 10.0)
     assert mist[mist.index("--mix-mode") + 1] == "dynamic"
     assert "--ctc" in train_command(parse_args(["--ctc"]), "BIN", "CK", None) and "--ctc" not in cmd
+    assert "--ctc" in train_command(parse_args(["--ctc", "on"]), "BIN", "CK", None)
     copy = train_command(parse_args(["--target-input", "copy"]), "BIN", "CK", None)
     assert copy[copy.index("--target-input") + 1] == "copy" and cmd[cmd.index("--target-input") + 1] == "mask"
     # the plugin recipe (mist_fairseq/recipes/plugin.yaml) at the quickstart's lr and warm-up
@@ -58,15 +61,34 @@ def test_training_is_budgeted_by_time_and_trains_the_chosen_targets():
     assert cmd[-len(recipe):] == recipe and float(cmd[cmd.index("--lr") + 1]) == 5e-4
     assert cmd[cmd.index("--glat-hamming") + 1] == "first" and "--tie-output-embeddings" in cmd
     assert "--cpu-fast-path" not in train_command(parse_args(["--no-fast-path"]), "BIN", "CK", None)
-    more = train_command(parse_args(["--train-args", "--dropout 0 --label-smoothing 0"]), "BIN", "CK", None)
+    more = train_command(parse_args(["--train-args", "--dropout 0 --label-smoothing 0", "--ctc", "off"]), "BIN",
+                         "CK", None)
     assert more[-4:] == ["--dropout", "0", "--label-smoothing", "0"] and more[:-4] == train_command(
-        parse_args(["--budget-minutes", "0"]), "BIN", "CK", None)
+        parse_args(["--budget-minutes", "0", "--ctc", "off"]), "BIN", "CK", None)
     # the shipped distilled targets: one non-empty line per train source, not the references
     kd = open(f"{DATA}/train.kd.tgt", encoding="utf-8").read().splitlines()
     src = open(f"{DATA}/train.src", encoding="utf-8").read().splitlines()
     ref = open(f"{DATA}/train.tgt", encoding="utf-8").read().splitlines()
     assert len(kd) == len(src) == 3000 and all(k.strip() for k in kd)
     assert sum(k != r.lower() for k, r in zip(kd, ref)) > 1500
+
+
+def test_ctc_auto_takes_ctc_only_with_amx_units_and_the_fast_path(monkeypatch):
+    """--ctc auto: CTC where ten minutes buy enough CTC updates (AMX units, fast path on), else the
+    length head; 'on' / 'off' / --ctc alone decide regardless of the machine."""
+    from mist_fairseq import quickstart
+
+    assert quickstart.resolve_ctc("auto", True, amx=True) is True
+    assert quickstart.resolve_ctc("auto", True, amx=False) is False
+    assert quickstart.resolve_ctc("auto", False, amx=True) is False  # --no-fast-path trains fp32
+    assert quickstart.resolve_ctc("on", False, amx=False) is True and quickstart.resolve_ctc("off", True, amx=True) is False
+    for amx in (True, False):
+        monkeypatch.setattr(quickstart, "amx_supported", lambda amx=amx: amx)
+        args = quickstart.parse_args([])
+        assert args.ctc_choice == "auto" and args.ctc is amx
+        cmd = quickstart.train_command(args, "BIN", "CK", None)
+        assert ("--ctc" in cmd) is amx
+    assert quickstart.parse_args(["--ctc"]).ctc is True and quickstart.parse_args(["--ctc", "off"]).ctc is False
 
 
 def test_missing_distilled_targets_name_the_fix(tmp_path, monkeypatch):

@@ -70,6 +70,16 @@ def bf16_weight(weights) -> torch.Tensor:
     return w16
 
 
+@functools.lru_cache(maxsize=None)
+def amx_supported() -> bool:
+    """True when this CPU has AMX tile units: there bf16 products run several times faster than with
+    avx512_bf16 dot products alone (~9x fp32 for a 1024 x 384 x 1536 product, one thread)."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class _BF16Linear(torch.autograd.Function):
     """y = x @ cat(weights).T (+ bias), the product in bf16; x fp32 or bf16, y fp32 unless ``bf16_out``,
     which returns the product as bf16 (logits that the loss's log-softmax reads in fp32 without an
@@ -125,10 +135,14 @@ def fast_linear(x, weight, bias=None, enabled=False, bf16_out=False):
     return F.linear(x, weights[0] if len(weights) == 1 else torch.cat(weights), bias)
 
 
-def column_sum(x: torch.Tensor, rows: int = 64) -> torch.Tensor:
-    """x (N, C) of any float dtype -> (C,) fp32 sum over rows, a block of rows at a time: ``x.sum(0,
-    dtype=torch.float32)`` up-casts all of a bf16 x first (for the output projection's (N, 30,522)
-    gradient that was 4x slower than the blocks, which stay in cache)."""
+def column_sum(x: torch.Tensor, rows: int = 0) -> torch.Tensor:
+    """x (N, C) of any float dtype -> (C,) fp32 sum over rows. An fp32 x is summed at once; a bf16 x a
+    block of rows at a time (``rows``, default ~2M elements a block): ``x.sum(0, dtype=torch.float32)``
+    up-casts all of it first (for the output projection's (N, 30,522) gradient 3x slower than blocks,
+    which stay in cache), while blocks of a narrow x would only add calls."""
+    if x.dtype == torch.float32:
+        return x.sum(0)
+    rows = rows or max(64, (1 << 21) // max(1, x.size(-1)))
     out = torch.zeros(x.size(-1), dtype=torch.float32, device=x.device)
     for s in range(0, x.size(0), rows):
         out += x[s:s + rows].sum(0, dtype=torch.float32)
