@@ -14,7 +14,7 @@ occupation probabilities) and c = -sum(d). torch's ``ctc_loss`` backward returns
 (it assumes a log-softmax follows), so d is that minus exp(log-prob). The backward writes the gradient
 once, in row chunks, straight into the logits' dtype. On the CPU fast path (bf16 logits) this replaces
 an fp32 log-softmax, its transpose, torch's (T, B, V) gradient and the log-softmax backward: several
-full passes over the largest tensors of a CTC step (``python -m benchmarks.train_step``).
+full passes over the largest tensors of a CTC step (timed by ``python -m benchmarks.fast_path_pieces``).
 
 Shapes: B batch, T slots, U gold target length (final [SEP] not counted), V vocabulary, K = U + 1.
 """
