@@ -57,11 +57,17 @@ def step_weights():
         _STEP.weights = outer
 
 
+def weight_key(weights) -> tuple:
+    """What identifies a bf16 copy within a step: each weight's identity, storage and version (an
+    in-place change makes a new version, so a changed weight is rounded anew)."""
+    return tuple((id(w), w.data_ptr(), w._version) for w in weights)
+
+
 def bf16_weight(weights) -> torch.Tensor:
     """weights: a tuple of (out_i, in) tensors -> their concatenation along dim 0 in bf16, taken from
     the open step's copies where there is one (:func:`step_weights`)."""
     cache = getattr(_STEP, "weights", None)
-    key = tuple((id(w), w.data_ptr(), w._version) for w in weights)
+    key = weight_key(weights)
     if cache is not None and key in cache:
         return cache[key]
     w16 = (weights[0] if len(weights) == 1 else torch.cat(weights)).detach().to(torch.bfloat16)
@@ -93,8 +99,7 @@ class _BF16Linear(torch.autograd.Function):
         if not bf16_out:
             y = y.float()
         ctx.save_for_backward(x16, w16)
-        ctx.x_dtype, ctx.has_bias = x.dtype, bias is not None
-        ctx.b_dtype = None if bias is None else bias.dtype
+        ctx.x_dtype, ctx.b_dtype = x.dtype, None if bias is None else bias.dtype
         ctx.rows, ctx.w_dtypes = [w.size(0) for w in weights], [w.dtype for w in weights]
         return y
 
@@ -111,7 +116,7 @@ class _BF16Linear(torch.autograd.Function):
             gw = torch.mm(g16.reshape(-1, g16.size(-1)).t(), x16.reshape(-1, x16.size(-1)))
             grad_ws = [g.to(dt) if need else None
                        for g, dt, need in zip(gw.split(ctx.rows), ctx.w_dtypes, ctx.needs_input_grad[3:])]
-        if ctx.has_bias and ctx.needs_input_grad[1]:
+        if ctx.b_dtype is not None and ctx.needs_input_grad[1]:
             grad_b = column_sum(grad.reshape(-1, grad.size(-1))).to(ctx.b_dtype)
         return (grad_x, grad_b, None, *grad_ws)
 
