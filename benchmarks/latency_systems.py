@@ -13,6 +13,7 @@ from fairseq.sequence_generator import SequenceGenerator
 from mist_fairseq.generators.block_generator import ARGenerator, SemiNARGenerator
 from mist_fairseq.generators.ctc_generator import CTCGenerator
 from mist_fairseq.generators.mist_generator import MistGenerator, last_real
+from mist_fairseq.generators.precision import with_precision
 from mist_fairseq.generators.rerank import ARRescorer
 
 
@@ -88,15 +89,16 @@ def mode_systems(args, mist, d, label, checkpoint=None, ar_only=False):
             return gen.generate([model], sample)
         return fn
 
-    def ar(beam):
+    def ar(beam, precision="fp32"):
         def fn(sample, gold_len):
             L = int(gold_len.max())
             pin = dict(max_len_a=0, max_len_b=L, min_length=L) if args.pin_lengths else {}
-            return ARGenerator(d, beam=beam, **pin).generate([model], sample)
+            return with_precision(ARGenerator(d, beam=beam, **pin), precision).generate([model], sample)
         return fn
 
     if ar_only:  # the label already says AR
-        return [System(f"{label}, greedy", ar(1)), System(f"{label}, beam 4", ar(4))]
+        return [System(f"{label}, greedy{suffix(p)}", ar(1, p)) for p in args.precisions] + \
+            [System(f"{label}, beam 4", ar(4))]
     return [System(f"{label} semi-NAR, blocks of 4", semi(4)), System(f"{label} semi-NAR, blocks of 2", semi(2)),
             System(f"{label} AR, greedy", ar(1)), System(f"{label} AR, beam 4", ar(4))]
 
@@ -113,10 +115,15 @@ def rescore_systems(mist, d, scorer):
     return rows
 
 
+def suffix(precision):
+    """A row's name suffix for its --precisions entry (fp32 rows keep their plain names)."""
+    return "" if precision == "fp32" else f", {precision}"
+
+
 def ctc_systems(args, d):
     """Each --ctc-checkpoint: greedy, prefix beam 5, and (with --ar-checkpoint) prefix beam 5 rescored by
-    the AR model, named by the checkpoint's slot ratio; slots follow the source length, so nothing is
-    pinned."""
+    the AR model, named by the checkpoint's slot ratio, in each of --precisions; slots follow the source
+    length, so nothing is pinned."""
     rescorer = ARRescorer(load_mist(args.ar_checkpoint, args.bin)[1]) if args.ar_checkpoint else None
     rows = []
     for path in args.ctc_checkpoint:
@@ -124,9 +131,9 @@ def ctc_systems(args, d):
         gens = [("", CTCGenerator(d)), (", prefix beam 5", CTCGenerator(d, beam=5))]
         if rescorer is not None:
             gens.append((", prefix beam 5, AR-rescored", CTCGenerator(d, beam=5, rescorer=rescorer)))
-        rows += [System(f"CTC single pass ({model.upsample_ratio:g} x source slots){name}",
-                        lambda sample, gold_len, gen=gen, model=model: gen.generate([model], sample))
-                 for name, gen in gens]
+        rows += [System(f"CTC single pass ({model.upsample_ratio:g} x source slots){name}{suffix(p)}",
+                        lambda sample, gold_len, gen=with_precision(gen, p), model=model: gen.generate([model], sample))
+                 for p in args.precisions for name, gen in gens]
     return rows
 
 
@@ -137,11 +144,11 @@ def make_systems(args, tmp):
         mtask, mist = build_mist(args)
     d = mtask.target_dictionary
 
-    def pinned(gen):
+    def pinned(gen, precision="fp32"):
         def fn(sample, gold_len):
             if args.pin_lengths:
                 gen.predict_lengths = lambda model, state: gold_len.view(-1, 1)
-            return gen.generate([mist], sample)
+            return with_precision(gen, precision).generate([mist], sample)
         return fn
 
     def floor(sample, gold_len):  # the model's own forward: source pass + target pass, no generator
@@ -152,8 +159,7 @@ def make_systems(args, tmp):
         h = mist.encoder.forward_full(mist.add_cls(src), mist.masked_target(gold_len))
         return mist.mlm_head(h[:, -int(gold_len.max()):])
 
-    systems = [
-        System("MIST single pass", pinned(MistGenerator(d))),
+    systems = [System(f"MIST single pass{suffix(p)}", pinned(MistGenerator(d), p)) for p in args.precisions] + [
         System("MIST single pass, no K/V cache", pinned(NoCacheGenerator(d))),
         System("MIST 3 iterations", pinned(MistGenerator(d, decode_iters=3))),
         System("Mask-Predict 3 iterations (MIST model)", pinned(MistGenerator(d, decode_iters=3, strategy="mask-predict"))),

@@ -33,9 +33,10 @@ def test_latency_quick(tmp_path):
 
 def test_latency_only_times_the_chosen_systems(tmp_path):
     run_cli([sys.executable, "-m", "benchmarks.latency", "--quick", "--pretrained", "", "--out", str(tmp_path),
-             "--only", "^MIST (single pass|AR, greedy)$"], cwd=REPO)
+             "--only", "^MIST (single pass(, bf16)?|AR, greedy)$", "--precisions", "fp32", "bf16"], cwd=REPO)
     rows = json.loads((tmp_path / "BENCHMARK_quick.json").read_text())["decoding"]
-    assert set(rows) == {"AR transformer, beam 4", "MIST single pass", "MIST AR, greedy"}  # the reference kept
+    # the reference kept; --precisions adds the bf16 decoding of the single pass
+    assert set(rows) == {"AR transformer, beam 4", "MIST single pass", "MIST single pass, bf16", "MIST AR, greedy"}
 
 
 def test_train_step_quick(tmp_path):

@@ -141,10 +141,10 @@ def export(hub, out_dir: str, int8: bool = False, opset: int = 18, checkpoint: s
 
 def exported_decoding(tcfg, ctc: bool) -> DecodeOptions:
     """The checkpoint's decoding options as the graphs run them: one NAR pass (CTC's for a CTC
-    checkpoint, with no length candidates), no AR rescoring."""
+    checkpoint, with no length candidates), no AR rescoring, in the graphs' own precision."""
     options = DecodeOptions.from_task(tcfg)
     mode = {"decode_mode": "ctc", "length_beam": 1} if ctc else {"decode_mode": "nar"}
-    return dataclasses.replace(options, rerank="none", rerank_path=None, **mode)
+    return dataclasses.replace(options, rerank="none", rerank_path=None, decode_precision="fp32", **mode)
 
 
 def _write(model, tcfg, out_dir, precisions, graphs, opset, checkpoint) -> Dict:

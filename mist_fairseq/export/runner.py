@@ -99,6 +99,9 @@ def refuse_unexported(options: DecodeOptions) -> None:
     if options.rerank != "none" or options.rerank_path:
         raise ValueError("AR rescoring (--rerank/--rerank-path) needs the model's two-stream pass, which is not "
                          "exported; use mist_fairseq.MistModel (the service's --backend torch) for it")
+    if options.decode_precision != "fp32":
+        raise ValueError(f"decode_precision={options.decode_precision!r} is PyTorch decoding's; the exported graphs "
+                         "run fp32 or int8 (the runner's precision=, the service's --precision)")
 
 
 class OnnxMistModel:

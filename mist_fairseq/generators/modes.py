@@ -10,6 +10,7 @@ from mist_fairseq.generators.block_generator import ARGenerator, SemiNARGenerato
 from mist_fairseq.generators.ctc_generator import CTCGenerator
 from mist_fairseq.generators.mist_generator import MistGenerator
 from mist_fairseq.generators.options import DECODE_MODE_NAMES, DecodeOptions
+from mist_fairseq.generators.precision import with_precision
 
 
 def _nar(tgt_dict, o: DecodeOptions, rescorer):
@@ -46,4 +47,5 @@ assert tuple(DECODE_MODES) == DECODE_MODE_NAMES
 
 
 def build_generator(tgt_dict, options: DecodeOptions, rescorer=None):
-    return DECODE_MODES[options.decode_mode](tgt_dict, options, rescorer)
+    """The mode's generator, run in ``options.decode_precision``."""
+    return with_precision(DECODE_MODES[options.decode_mode](tgt_dict, options, rescorer), options.decode_precision)

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
+from mist_fairseq.generators.precision import PRECISIONS
 from mist_fairseq.generators.rerank import RERANK_CHOICES
 
 DECODE_MODE_NAMES = ("nar", "semi-nar", "ar", "ctc")
@@ -34,6 +35,7 @@ class DecodeOptions:
     ctc_beam: int = 1  # CTC prefix beam size (--decode-mode ctc); 1 = greedy
     rerank: str = "none"  # how length-beam candidates are ranked: none | ar (the checkpoint's AR stream)
     rerank_path: Optional[str] = None  # a separate AR scorer checkpoint
+    decode_precision: str = "fp32"  # fp32 | bf16: the decoding passes' weights and activations
 
     def __post_init__(self):
         self.validate()
@@ -49,6 +51,8 @@ class DecodeOptions:
             bad("decode_strategy", self.decode_strategy, f"choose one of {', '.join(STRATEGIES)}")
         if self.rerank not in RERANK_CHOICES:
             bad("rerank", self.rerank, f"choose one of {', '.join(RERANK_CHOICES)}")
+        if self.decode_precision not in PRECISIONS:
+            bad("decode_precision", self.decode_precision, f"choose one of {', '.join(PRECISIONS)}")
         for name in ("mist_decode_iters", "length_beam", "min_target_length", "block_size", "beam", "ctc_beam"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -80,7 +84,7 @@ class DecodeOptions:
             value = getattr(source, name, None) if source is not None else None
             values[name] = getattr(defaults, name) if value is None else value
         values["decode_mode"], values["decode_strategy"] = str(values["decode_mode"]), str(values["decode_strategy"])
-        values["rerank"] = str(values["rerank"])
+        values["rerank"], values["decode_precision"] = str(values["rerank"]), str(values["decode_precision"])
         return cls(**values)
 
     def replace(self, **overrides) -> "DecodeOptions":

@@ -15,6 +15,8 @@ from typing import Optional
 
 import torch
 
+from mist_fairseq.generators.precision import in_dtype
+
 RERANK_CHOICES = ["none", "ar"]
 
 
@@ -28,13 +30,15 @@ class ARRescorer:
     def _model(self, decoder):
         if self.scorer is None:
             return decoder
-        if not self._placed:  # the decoding model's device and dtype (fairseq-generate's --fp16 halves it)
-            p = next(decoder.parameters(), None)
+        p = next(decoder.parameters(), None)
+        if not self._placed:  # the decoding model's device (fairseq-generate moves it to the GPU)
             if p is not None:
-                self.scorer.to(device=p.device, dtype=p.dtype)
+                self.scorer.to(device=p.device)
             self.scorer.eval()
             self._placed = True
-        return self.scorer
+        # and its dtype (--fp16 halves the decoder, --decode-precision bf16 decodes a bf16 copy): a kept
+        # copy of the scorer in that dtype, the loaded scorer left as it is for calls in its own
+        return self.scorer if p is None else in_dtype(self.scorer, p.dtype)
 
     @torch.no_grad()
     def score(self, decoder, state, src: torch.Tensor, tokens: torch.Tensor, k: int = 1) -> torch.Tensor:

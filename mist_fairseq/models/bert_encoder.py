@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from mist_fairseq.models.fast_path import Dropout, Linear, fast_linear
+from mist_fairseq.models.fast_path import Dropout, Linear, fast_linear, packed_linear
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -148,6 +148,7 @@ class MLMHead(nn.Module):
         self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         self.bf16 = False  # the CPU fast path: bf16 products, bf16 logits while training
+        self.packed = None  # a bf16 decoding copy's packed output weight (generators.precision)
         self.weight = weight  # (V, H): the input embeddings themselves when tied
         self.act = ACTIVATIONS[activation]
 
@@ -156,8 +157,10 @@ class MLMHead(nn.Module):
         criterion's log-softmax reads them in fp32; an fp32 copy of (N, V) would cost more than the
         product saves)."""
         fast = self.bf16 and self.training
-        return fast_linear(self.LayerNorm(self.act(self.dense(h))), self.weight, self.bias,
-                           enabled=fast, bf16_out=fast)
+        h = self.LayerNorm(self.act(self.dense(h)))
+        if self.packed is not None and not self.training and h.dtype == torch.bfloat16:
+            return packed_linear(h, self.packed, self.bias)  # a bf16 decoding copy (generators.precision)
+        return fast_linear(h, self.weight, self.bias, enabled=fast, bf16_out=fast)
 
 
 class BertEncoder(nn.Module):

@@ -177,11 +177,33 @@ class Dropout(nn.Dropout):
         return super().forward(x)
 
 
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x (..., in) bf16 times a weight packed by :func:`pack_weight` (+ bias) -> (..., out) bf16."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def can_pack(weight: torch.Tensor) -> bool:
+    """Whether oneDNN can pack this weight for inference: a bf16 CPU matrix on a CPU with bf16 units."""
+    return (weight.dtype == torch.bfloat16 and weight.dim() == 2 and weight.device.type == "cpu"
+            and bf16_matmul_supported() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in) bf16 -> the same matrix in oneDNN's blocked layout for :func:`packed_linear`:
+    a decoding pass reads it as laid out, where F.linear in bf16 reorders the weight at every call
+    (at one to a few rows the reorder costs more than the product)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+
+
 class Linear(nn.Linear):
     """nn.Linear (same parameters and state-dict keys) whose product runs in bf16 while
-    ``self.bf16`` is set and the module is training."""
+    ``self.bf16`` is set and the module is training, and through ``self.packed`` (a bf16 decoding
+    copy's packed weight, :mod:`mist_fairseq.generators.precision`) in eval mode where set."""
 
     bf16 = False
+    packed: Optional[torch.Tensor] = None
 
     def forward(self, x):
+        if self.packed is not None and not self.training and x.dtype == torch.bfloat16:
+            return packed_linear(x, self.packed, self.bias)
         return fast_linear(x, self.weight, self.bias, enabled=self.bf16 and self.training)

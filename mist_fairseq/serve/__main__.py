@@ -13,8 +13,9 @@ def main(argv=None):
                    help="--backend onnx: an export folder (python -m mist_fairseq.export); "
                    "--backend torch: a checkpoint folder")
     p.add_argument("--backend", choices=["onnx", "torch"], default="onnx", help="default onnx")
-    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
-                   help="onnx graphs to run (int8 needs an export with --int8)")
+    p.add_argument("--precision", choices=["fp32", "int8", "bf16"], default="fp32",
+                   help="--backend onnx: the graphs to run, fp32 or int8 (int8 needs an export with --int8); "
+                   "--backend torch: fp32 or bf16 (its decode_precision)")
     p.add_argument("--checkpoint-file", default="checkpoint_best.pt", help="--backend torch: file in --model")
     p.add_argument("--data", help="--backend torch: the fairseq-preprocess folder (dict.src.txt, vocab.txt)")
     p.add_argument("--host", default="127.0.0.1",

@@ -11,7 +11,7 @@ def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_f
                  data: Optional[str] = None, threads: Optional[int] = None, batch_size: int = 32,
                  decode: Optional[dict] = None, batch_invariant: bool = True):
     """backend 'onnx': model = an export folder (``python -m mist_fairseq.export``), precision fp32|int8.
-    backend 'torch': model = a checkpoint folder, checkpoint_file inside it, data = its fairseq-preprocess
+    backend 'torch': precision fp32|bf16 (its ``decode_precision``), model = a checkpoint folder, checkpoint_file inside it, data = its fairseq-preprocess
     folder (dict.src.txt, vocab.txt). decode: :class:`DecodeOptions` overrides every request uses
     (e.g. length_beam, rerank_path; AR rescoring needs the torch backend; None = the model's own),
     checked here so a bad option fails at start-up. batch_invariant: see
@@ -21,6 +21,9 @@ def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_f
     if backend == "onnx":
         from mist_fairseq.export.runner import OnnxMistModel, refuse_unexported
 
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"--backend onnx runs fp32 or int8, not {precision}; bf16 is --backend torch --precision bf16")
+
         refuse_unexported(asked)
         m = OnnxMistModel(model, precision=precision, threads=threads, batch_size=batch_size,
                           batch_invariant=batch_invariant)
@@ -28,8 +31,8 @@ def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_f
         m.generator()
         return m
     if backend == "torch":
-        if precision != "fp32":
-            raise ValueError("--backend torch runs fp32; int8 is --backend onnx --precision int8")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError("--backend torch runs fp32 or bf16; int8 is --backend onnx --precision int8")
         if data is None:
             raise ValueError("--backend torch needs --data: the fairseq-preprocess folder of the training data")
         from mist_fairseq.inference import MistModel
@@ -37,7 +40,7 @@ def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_f
         m = MistModel.from_pretrained(os.path.abspath(model), checkpoint_file=checkpoint_file,
                                       data_name_or_path=os.path.abspath(data), threads=threads,
                                       batch_size=batch_size)
-        m.decode_options = m.decode_options.replace(**decode)
+        m.decode_options = m.decode_options.replace(decode_precision=precision, **decode)
         m.generator()  # builds the rescorer once, and refuses a checkpoint trained for another mode
         return m
     raise ValueError(f"unknown backend {backend!r}: torch | onnx")

@@ -17,6 +17,7 @@ from mist_fairseq.data_utils import TruncateKeepEosDataset, read_pseudo_targets
 from mist_fairseq.dictionary import BertDictionary
 from mist_fairseq.generators.modes import DECODE_MODES, build_generator
 from mist_fairseq.generators.options import STRATEGIES, DecodeOptions
+from mist_fairseq.generators.precision import PRECISIONS
 from mist_fairseq.generators.rerank import RERANK_CHOICES, build_rescorer
 from mist_fairseq.models.fast_path import step_weights
 
@@ -26,6 +27,7 @@ DECODE_STRATEGIES = ChoiceEnum(list(STRATEGIES))
 _D = DecodeOptions()  # the decoding defaults, the same on every path
 DECODE_MODE_CHOICES = ChoiceEnum(list(DECODE_MODES))
 RERANK = ChoiceEnum(RERANK_CHOICES)
+PRECISION = ChoiceEnum(list(PRECISIONS))
 
 
 @dataclass
@@ -100,6 +102,13 @@ class MistNARTaskConfig(TranslationConfig):
             "help": "rank the --length-beam (CTC: --ctc-beam) candidates by a separate mist_nar checkpoint on the same "
             "dictionary, trained with the two-stream loss at block size 1 (e.g. the same-encoder AR "
             "model), teacher-forced in one parallel pass"
+        },
+    )
+    decode_precision: PRECISION = field(
+        default=_D.decode_precision,
+        metadata={
+            "help": "the decoding passes' weights and activations (the model's and an AR rescorer's): 'fp32', "
+            "or 'bf16' (a bf16 copy of the model, made once; faster on CPUs with bf16 units and on GPUs)"
         },
     )
 
