@@ -205,18 +205,23 @@ def test_health_and_rejected_count(server):
     assert server.health()["rejected"] == n + 1
 
 
-def test_torch_backend(trained, data):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_torch_backend(trained, data, precision):
     from mist_fairseq import MistModel
 
     sources = (data / "raw" / "test.src").read_text().splitlines()[:3]
     want = MistModel.from_pretrained(str(trained), checkpoint_file="checkpoint_last.pt",
-                                     data_name_or_path=str(data / "bin")).generate(sources)
+                                     data_name_or_path=str(data / "bin")).generate(sources, decode_precision=precision)
     s = Server("--model", str(trained), "--backend", "torch", "--checkpoint-file", "checkpoint_last.pt",
-               "--data", str(data / "bin"), "--no-access-log")
+               "--data", str(data / "bin"), "--no-access-log", "--precision", precision)
     try:
         r = s.post({"inputs": sources})
         assert r.status_code == 200 and r.json()["outputs"] == want
-        assert s.health()["backend"] == "torch-fp32"
+        assert s.health()["backend"] == f"torch-{precision}"
+        from mist_fairseq.serve.backends import load_backend
+
+        backend = load_backend("torch", str(trained), precision, "checkpoint_last.pt", str(data / "bin"))
+        assert backend.decode_options.decode_precision == precision  # what every request decodes with
     finally:
         s.stop()
 
