@@ -210,6 +210,8 @@ def parse_args(argv=None):
     p.add_argument("--max-len-a", type=float, default=0.0, help="output length limit: a * source length + b")
     p.add_argument("--max-len-b", type=int, default=200, help="output length limit: a * source length + b")
     p.add_argument("--length-beam", type=int, default=1, help="mist_nar NAR/semi-NAR teachers: candidate lengths")
+    p.add_argument("--decode-precision", default="fp32", choices=["fp32", "bf16"],
+                   help="mist_nar teachers: decode in fp32 or on a bf16 copy (faster on CPUs with bf16 units)")
     p.add_argument("--batch-size", type=int, default=64, help="sentences per teacher batch")
     p.add_argument("--chunk-size", type=int, default=2000, help="sentences per resumable chunk")
     p.add_argument("--shard", default="0/1", help="i/N: this process decodes the chunks c with c %% N == i")
@@ -246,12 +248,13 @@ def run(args) -> Dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     # the teacher is checked before anything is written: a refused one leaves no folder behind
-    overrides = {"decode_mode": args.decode_mode, "length_beam": args.length_beam}
+    overrides = {"decode_mode": args.decode_mode, "length_beam": args.length_beam,
+                 "decode_precision": args.decode_precision}
     models, task = load_teacher(args.teacher, os.path.join(args.data, "bin"), overrides)
     work = args.out + ".work"
     os.makedirs(os.path.join(work, "chunks"), exist_ok=True)
     options = {k: getattr(args, k) for k in ("teacher", "splits", "decode_mode", "beam", "lenpen", "max_len_a",
-                                            "max_len_b", "length_beam", "chunk_size")}
+                                            "max_len_b", "length_beam", "decode_precision", "chunk_size")}
     options["teacher"] = os.path.abspath(options["teacher"])
     opt_path = os.path.join(work, "options.json")
     if os.path.exists(opt_path):

@@ -55,6 +55,17 @@ def test_distilled_targets_are_the_teachers_outputs(teacher, data, tmp_path):
     assert not os.path.exists(str(out) + ".work")
 
 
+def test_bf16_distillation_writes_what_bf16_generation_prints(teacher, data, tmp_path):
+    out = tmp_path / "kd16"
+    manifest = distill.run(distill_args(teacher, data, out, "--decode-precision", "bf16"))
+    gen = run_cli(["fairseq-generate", str(data / "bin"), "--user-dir", USER_DIR, "--task", "mist_nar",
+                   "--path", str(teacher), "--gen-subset", "train", "--batch-size", "8", "--decode-mode", "ar",
+                   "--beam", "1", "--max-len-b", "12", "--decode-precision", "bf16"])
+    hyps = {int(i): h for i, h in re.findall(r"^H-(\d+)\t\S+\t(.*)$", gen.stdout, re.M)}
+    assert lines(out / "tok" / "train.tgt") == [hyps[i] for i in range(64)]
+    assert manifest["teacher"]["options"]["decode_precision"] == "bf16"
+
+
 def test_shards_resume_and_assemble_once_complete(teacher, data, tmp_path, capsys):
     out = tmp_path / "kd"
     assert distill.run(distill_args(teacher, data, out, "--shard", "0/2")) == {}
