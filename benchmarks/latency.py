@@ -108,8 +108,8 @@ def main(argv=None):
     p.add_argument("--ctc-checkpoint", nargs="+", help="mist_nar checkpoints trained with --ctc: adds each one's "
                    "single-pass rows, named by its slot ratio (slots from the source length, never pinned)")
     p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
-                   help="decode the CTC rows and the same-encoder AR greedy row in each (--decode-precision); "
-                   "rows other than fp32 are named with it")
+                   help="decode the MIST single pass, the length-beam, CTC and same-encoder AR greedy rows in each "
+                   "(--decode-precision); rows other than fp32 are named with it")
     p.add_argument("--ar-checkpoint", help="an AR-only mist_nar checkpoint (same encoder): adds its greedy and beam-4 rows")
     p.add_argument("--baselines", help="folder of trained baselines (RUNS of run_baselines.sh: ar/ nat/ cmlm/ levt/)")
     p.add_argument("--baseline-checkpoint", default="checkpoint_best.pt", help="checkpoint file name in each baseline folder")

@@ -103,15 +103,17 @@ def mode_systems(args, mist, d, label, checkpoint=None, ar_only=False):
             System(f"{label} AR, greedy", ar(1)), System(f"{label} AR, beam 4", ar(4))]
 
 
-def rescore_systems(mist, d, scorer):
+def rescore_systems(args, mist, d, scorer):
     """Length beam K = 3, 5 with the NAR pass's own choice and rescored by the AR checkpoint in one
-    teacher-forced pass (lengths predicted, never pinned: the candidates are the predicted lengths)."""
+    teacher-forced pass (lengths predicted, never pinned: the candidates are the predicted lengths),
+    in each of --precisions."""
     rows = []
-    for k in (3, 5):
-        for name, rescorer in (("", None), (", AR-rescored", ARRescorer(scorer))):
-            gen = MistGenerator(d, length_beam=k, rescorer=rescorer)
-            rows.append(System(f"MIST length beam {k}{name} (lengths predicted)",
-                               lambda sample, gold_len, gen=gen: gen.generate([mist], sample)))
+    for p in args.precisions:
+        for k in (3, 5):
+            for name, rescorer in (("", None), (", AR-rescored", ARRescorer(scorer))):
+                gen = with_precision(MistGenerator(d, length_beam=k, rescorer=rescorer), p)
+                rows.append(System(f"MIST length beam {k}{name} (lengths predicted){suffix(p)}",
+                                   lambda sample, gold_len, gen=gen: gen.generate([mist], sample)))
     return rows
 
 
@@ -172,7 +174,7 @@ def make_systems(args, tmp):
         systems += ctc_systems(args, d)
     if args.ar_checkpoint:
         systems += mode_systems(args, mist, d, "same-encoder AR", args.ar_checkpoint, ar_only=True)
-        systems += rescore_systems(mist, d, load_mist(args.ar_checkpoint, args.bin)[1])
+        systems += rescore_systems(args, mist, d, load_mist(args.ar_checkpoint, args.bin)[1])
 
     bdir = baseline_dir(args.bin, tmp)
     size = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
