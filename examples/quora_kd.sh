@@ -15,6 +15,7 @@ BUDGET_HOURS=${BUDGET_HOURS:-1}
 INTERVAL=${INTERVAL:-500}
 THREADS=${THREADS:-1}
 SHARDS=${SHARDS:-1}                          # distill: processes sharing the chunks (THREADS each)
+PRECISION=${PRECISION:-fp32}                 # distill: the teacher's --decode-precision (bf16: CPUs with bf16 units)
 DOCS=${DOCS:-docs/quora_kd}
 STEPS=${STEPS:-"teacher none_raw distill none_kd dynamic_kd rescore table"}
 here=$(dirname "$0")
@@ -32,12 +33,14 @@ for step in $STEPS; do
       [ -e "$KD/manifest.json" ] || {
         for i in $(seq 0 $((SHARDS - 1))); do
           python -m mist_fairseq.distill "$TEACHER" --data "$DATA" --out "$KD" --decode-mode ar --beam 1 \
-            --max-len-a 1.5 --max-len-b 10 --batch-size 64 --threads "$THREADS" --shard "$i/$SHARDS" &
+            --max-len-a 1.5 --max-len-b 10 --batch-size 64 --threads "$THREADS" --shard "$i/$SHARDS" \
+            --decode-precision "$PRECISION" &
         done
         wait
         # a shard that finished first left the assembly to the last; if two finished together, assemble now
         [ -e "$KD/manifest.json" ] || python -m mist_fairseq.distill "$TEACHER" --data "$DATA" --out "$KD" \
-          --decode-mode ar --beam 1 --max-len-a 1.5 --max-len-b 10 --batch-size 64 --threads "$THREADS"
+          --decode-mode ar --beam 1 --max-len-a 1.5 --max-len-b 10 --batch-size 64 --threads "$THREADS" \
+          --decode-precision "$PRECISION"
       } ;;
     rescore)
       # each student's dev-chosen checkpoint on test with the spec's decodings (length beam 3 and 5,
