@@ -39,8 +39,8 @@ def decoding_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module
 
 
 def in_dtype(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """``model`` itself when its floating-point weights are ``dtype``, else its copy in ``dtype``
-    (kept for the next call while the model's weights are unchanged). Eval mode either way."""
+    """``model`` itself (as it is) when its floating-point weights are ``dtype``, else its
+    :func:`decoding_copy` in ``dtype``, kept for the next call while the model's weights are unchanged."""
     params = list(model.parameters())
     floats = [p for p in params if p.is_floating_point()]
     if not floats or floats[0].dtype == dtype:
