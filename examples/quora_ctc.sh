@@ -5,7 +5,7 @@
 # Every step is idempotent (a finished one is skipped, training resumes). Run from the repository root.
 # The students and their test decodings are declared in examples/specs/quora_ctc.yaml (which
 # examples/collect_ctc.py reads too): a step named after a row trains it.
-#   STEPS: ratio decode equal table, or a row: none_kd dynamic_kd none_raw none_kd_ds
+#   STEPS: ratio decode equal table, or a row of the spec (none_kd dynamic_kd none_kd2 none_kd2_cf none_kd2_noglat none_raw none_kd_ds)
 #   ratio: no mixing on distilled targets with R slots per source token (default 2) for RATIO_UPDATES
 #   updates (default 750; checkpoints every 250), to compare slot ratios at equal updates; one R per
 #   process, e.g. R=2 STEPS=ratio ... & R=1.5 STEPS=ratio ...

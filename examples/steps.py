@@ -7,6 +7,7 @@
     python examples/steps.py equal-time-pick DEV_CURVE_A DEV_CURVE_B
     python examples/steps.py parity RUN
     python examples/steps.py interval TRAIN_LOG BUDGET_HOURS
+    python examples/steps.py copy-fallback VOCAB SRC KD REF OUT
 
 - kd-manifest: the manifest of distilled targets taken from a kept distilled set (quickstart_kd.sh): the
   teacher of DISTILL_MANIFEST (if it exists), where the lines came from and their scores (SCORES_JSON of
@@ -20,6 +21,8 @@
   how many differ) into RUN/parity.json.
 - interval: a checkpoint interval giving about four checkpoints in BUDGET_HOURS at the median ``ups=``
   of TRAIN_LOG (5 updates/s if it has none), a multiple of 100, at least 100.
+- copy-fallback: the text targets of a kept distilled set with ``mist_fairseq.distill --copy-fallback``
+  applied: KD's line, or REF's where KD's WordPieces (VOCAB) are SRC's; prints how many were copies.
 """
 
 import argparse
@@ -85,13 +88,25 @@ def interval(train_log_text: str, budget_hours: float) -> int:
     return max(100, int(rate * budget_hours * 3600 / 4) // 100 * 100)
 
 
+def copy_fallback(vocab: str, src: list, kd: list, ref: list) -> Tuple[list, int]:
+    """(targets, copies): kd with ref's line wherever kd tokenizes to the source's WordPieces."""
+    from fairseq.data.encoders.hf_bert_bpe import BertBPE, BertBPEConfig
+
+    from mist_fairseq.distill import copies
+
+    bpe = BertBPE(BertBPEConfig(bpe_vocab_file=vocab))
+    same = set(copies([bpe.encode(x) for x in src], [bpe.encode(x) for x in kd]))
+    return [r if i in same else k for i, (k, r) in enumerate(zip(kd, ref))], len(same)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="step", required=True)
     for name, args in (("kd-manifest", ["scores", "distill_manifest", "kd_set", "n", "out"]),
                        ("ship-manifest", ["manifest"]), ("merge-json", ["out", "part"]),
                        ("equal-time-pick", ["curve_a", "curve_b"]), ("parity", ["run"]),
-                       ("interval", ["train_log", "budget_hours"])):
+                       ("interval", ["train_log", "budget_hours"]),
+                       ("copy-fallback", ["vocab", "src", "kd", "ref", "out"])):
         sp = sub.add_parser(name)
         for a in args:
             sp.add_argument(a)
@@ -109,6 +124,16 @@ def main(argv=None):
         out = parity(a.run)
         _dump(out, os.path.join(a.run, "parity.json"))
         print(a.run, out)
+    elif a.step == "copy-fallback":
+        lines = [open(f, encoding="utf-8").read().splitlines() for f in (a.src, a.kd, a.ref)]
+        if len({len(x) for x in lines}) != 1:
+            raise SystemExit(f"copy-fallback: {a.src}, {a.kd}, {a.ref} have {[len(x) for x in lines]} lines; "
+                             "give aligned files")
+        out, n = copy_fallback(a.vocab, *lines)
+        with open(a.out + ".tmp", "w", encoding="utf-8") as f:
+            f.writelines(x + "\n" for x in out)
+        os.replace(a.out + ".tmp", a.out)
+        print(f"{n} of {len(out)} distilled targets were their source; they keep the reference")
     else:
         print(interval(open(a.train_log).read(), float(a.budget_hours)))
 

@@ -2,13 +2,14 @@
 its outputs become the training targets of a new data folder.
 
     python -m mist_fairseq.distill TEACHER.pt --data PREP --out PREP_KD [--decode-mode ar --beam 1]
-        [--splits train valid] [--keep-raw] [--batch-size 64] [--shard 0/2] [--overwrite]
+        [--splits train valid] [--keep-raw] [--copy-fallback] [--batch-size 64] [--shard 0/2] [--overwrite]
 
 PREP is a ``python -m mist_fairseq.prepare`` folder (raw/, tok/, bin/). The teacher is a checkpoint of
 this plugin (any ``--decode-mode``: ``ar`` for the same-encoder AR model) or any Fairseq model on the
 same dictionary (refused with one line otherwise). OUT gets the same layout: ``tok/`` and ``bin/`` with
 the distilled targets of the distilled splits (``--keep-raw``: the original train pairs plus the
-distilled ones), ``raw/train.*`` the training pairs as text, ``raw/valid.*`` and ``raw/test.*`` the
+distilled ones; ``--copy-fallback``: a distilled target identical to its source keeps its reference),
+``raw/train.*`` the training pairs as text, ``raw/valid.*`` and ``raw/test.*`` the
 original references untouched (dev selection and test scoring read the real references), the same
 dictionary and vocab.txt, and ``manifest.json`` (teacher,
 options, counts, BLEU-4 / self-BLEU of the distilled targets against the references / sources, wall
@@ -77,6 +78,13 @@ def load_teacher(path: str, bin_dir: str, overrides: Dict):
                 f"from {bin_dir}/dict.tgt.txt ({len(ours)} tokens); distill with a teacher trained on this "
                 "data folder's vocabulary")
     return models, task
+
+
+def copies(src_wordpieces: List[str], distilled_wordpieces: List[str]) -> List[int]:
+    """Indices i where the distilled target is its source itself (the same WordPieces). With
+    ``--copy-fallback`` such a pair keeps its reference: a copy teaches a paraphrase model nothing but
+    copying, and a NAR student already copies more often than its teacher."""
+    return [i for i, (s, d) in enumerate(zip(src_wordpieces, distilled_wordpieces)) if s.split() == d.split()]
 
 
 def generation_config(args):
@@ -156,6 +164,7 @@ def assemble(args, work: str, splits: List[str], teacher_info: Dict, decode_s: f
     vocab = os.path.join(args.data, "bin", "vocab.txt")
     bpe = BertBPE(BertBPEConfig(bpe_vocab_file=vocab))
     manifest = {"teacher": teacher_info, "data": os.path.abspath(args.data), "splits": {}, "keep_raw": args.keep_raw,
+                "copy_fallback": args.copy_fallback,
                 "device": str(args.device), "decode_seconds": round(decode_s, 1)}
     for split in splits:
         src_raw = read_lines(os.path.join(args.data, "raw", f"{split}.src"))
@@ -166,10 +175,14 @@ def assemble(args, work: str, splits: List[str], teacher_info: Dict, decode_s: f
         empty = [i for i, w in enumerate(wp) if not w.strip()]
         for i in empty:  # a teacher output of [SEP] alone: the pair keeps its reference
             wp[i] = tgt_tok[i]
+        copied = copies(src_tok, wp) if args.copy_fallback else []
+        for i in copied:
+            wp[i] = tgt_tok[i]
         text = [bpe.decode(w) for w in wp]
         quality = score(args.score_task, text, tgt_raw, src_raw, meteor=False)
         manifest["splits"][split] = {
             "pairs": len(wp), "empty_outputs_kept_reference": len(empty),
+            "copies_kept_reference": len(copied) if args.copy_fallback else None,
             "identical_to_reference": sum(w == t for w, t in zip(wp, tgt_tok)),
             **{f"distilled {k}": round(v, 2) for k, v in quality.items() if k != "n"},
         }
@@ -204,6 +217,8 @@ def parse_args(argv=None):
     p.add_argument("--splits", nargs="+", default=["train"], choices=["train", "valid"],
                    help="splits whose targets the teacher replaces (test never)")
     p.add_argument("--keep-raw", action="store_true", help="train on the original pairs plus the distilled ones")
+    p.add_argument("--copy-fallback", action="store_true",
+                   help="a distilled target identical to its source keeps the reference (fewer copies to learn)")
     p.add_argument("--decode-mode", default="ar", help="mist_nar teachers: nar | semi-nar | ar")
     p.add_argument("--beam", type=int, default=1, help="beam size (AR teachers; 1 = greedy)")
     p.add_argument("--lenpen", type=float, default=1.0, help="length penalty of the beam search")

@@ -181,21 +181,26 @@ def test_no_glancing_skips_the_draft_and_keeps_the_loss(small):
     torch.testing.assert_close(outputs["word_ins"]["loss"], ref_out["word_ins"]["loss"])
 
 
-@pytest.mark.parametrize("mix_mode", ["none", "dynamic"])
-def test_a_tiny_ctc_model_learns_to_copy(small, mix_mode):
+def train_copy_model(d, mix_mode="none", steps=200):
+    """A tiny CTC model trained on copy_batch(d) -> (model in eval mode, the batch, the last log)."""
     torch.manual_seed(0)
-    model = MistNARModel(tiny_cfg(ctc=True, upsample_ratio=2.0, ctc_min_slots=4), small)
-    crit = criterion(small, mix_mode)
-    batch = copy_batch(small)
+    model = MistNARModel(tiny_cfg(ctc=True, upsample_ratio=2.0, ctc_min_slots=4), d)
+    crit = criterion(d, mix_mode)
+    batch = copy_batch(d)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(200):
+    for _ in range(steps):
         loss, _, log = crit(model, batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return model.eval(), batch, log
+
+
+@pytest.mark.parametrize("mix_mode", ["none", "dynamic"])
+def test_a_tiny_ctc_model_learns_to_copy(small, mix_mode):
+    model, batch, log = train_copy_model(small, mix_mode)
     assert ("mist-loss" in log) == (mix_mode == "dynamic")
-    model.eval()
     hyps = CTCGenerator(small).generate([model], batch)
     gold = [small.string(t[t.ne(small.pad())]) for t in batch["target"]]
     out = [small.string(h[0]["tokens"]) for h in hyps]
@@ -246,14 +251,18 @@ def test_ctc_checkpoint_through_the_clis_api_and_onnx(data, tmp_path, ar_teacher
     assert len(hub.generate(sources, ctc_beam=3, rerank_path=str(ar_teacher))) == N_TEST
     beam = run_cli(gen + ["--ctc-beam", "3", "--rerank-path", str(ar_teacher)])
     assert len(re.findall(r"^H-", beam.stdout, re.M)) == N_TEST
+    avoided = run_cli(gen + ["--ctc-beam", "3", "--avoid-copy", "--bpe", "bert", "--bpe-vocab-file",
+                             str(data / "bin" / "vocab.txt")])  # the flag on the CLI and the API alike
+    cli = dict(re.findall(r"^D-(\d+)\t\S+\t(.*)$", avoided.stdout, re.M))
+    assert [cli[str(i)] for i in range(N_TEST)] == hub.generate(sources, ctc_beam=3, avoid_copy=True)
     with pytest.raises(ValueError, match="--ctc-beam 3 is for checkpoints trained with --ctc"):
         MistModel.from_pretrained(str(ar_teacher.parent), checkpoint_file=ar_teacher.name,
                                   data_name_or_path=str(data / "bin")).generate(sources[:1], ctc_beam=3)
     from mist_fairseq.serve.backends import load_backend
 
     served = load_backend("torch", str(ck), checkpoint_file="checkpoint_last.pt", data=str(data / "bin"),
-                          decode={"ctc_beam": 3})
-    assert served.decode_options.ctc_beam == 3 and len(served.generate(sources[:2])) == 2
+                          decode={"ctc_beam": 3, "avoid_copy": True})
+    assert served.decode_options.ctc_beam == 3 and served.decode_options.avoid_copy and len(served.generate(sources[:2])) == 2
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from mist_fairseq.export import OnnxMistModel

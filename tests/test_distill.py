@@ -107,6 +107,24 @@ def test_keep_raw_and_existing_output(teacher, data, tmp_path):
     assert len(lines(out / "tok" / "train.tgt")) == 64
 
 
+def test_copy_fallback_gives_copied_pairs_their_reference(teacher, data, tmp_path):
+    """Chunks left by an earlier run (the resume path) hold the source itself for even ids: with
+    --copy-fallback those pairs keep the reference, the others keep the teacher's output."""
+    src, ref = lines(data / "tok" / "train.src"), lines(data / "tok" / "train.tgt")
+    other = [" ".join(reversed(r.split())) for r in ref]  # stands for a teacher output that is no copy
+    distilled = [src[i] if i % 2 == 0 else other[i] for i in range(64)]
+    for flag, want in (([], distilled), (["--copy-fallback"], [ref[i] if i % 2 == 0 else other[i] for i in range(64)])):
+        out = tmp_path / f"kd{len(flag)}"
+        os.makedirs(f"{out}.work/chunks")
+        for c in range(4):
+            (tmp_path / f"{out}.work/chunks/train.{c:05d}.tsv").write_text(
+                "".join(f"{i}\t{distilled[i]}\n" for i in range(c * 20, min(64, c * 20 + 20))))
+        manifest = distill.run(distill_args(teacher, data, out, *flag))
+        assert lines(out / "tok" / "train.tgt") == want
+        assert manifest["copy_fallback"] == bool(flag)
+        assert manifest["splits"]["train"]["copies_kept_reference"] == (32 if flag else None)
+
+
 def test_teacher_on_another_vocabulary_is_refused_in_one_line(teacher, data, tmp_path):
     swapped = tmp_path / "swapped"
     shutil.copytree(data, swapped)

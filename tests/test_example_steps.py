@@ -98,3 +98,21 @@ def test_interval_from_the_median_rate():
     assert steps.interval(log, 0.07) == 200  # 4 * 252 s / 4 = 252 -> 200
     assert steps.interval("", 1.0) == 4500  # 5 updates/s assumed
     assert steps.interval("ups=0.1", 0.01) == 100  # at least 100
+
+
+def test_copy_fallback_replaces_only_copies(data, tmp_path):
+    vocab = str(data / "bin" / "vocab.txt")
+    src = ["What is the best way to learn Python?", "How do I lose weight?"]
+    kd = ["what is the best way to learn python ?", "how can i lose weight fast?"]  # a copy up to case and spaces
+    ref = ["How can I learn Python well?", "What is the fastest way to lose weight?"]
+    out, n = steps.copy_fallback(vocab, src, kd, ref)
+    assert (out, n) == ([ref[0], kd[1]], 1)
+    for name, text in (("src", src), ("kd", kd), ("ref", ref)):
+        (tmp_path / name).write_text("\n".join(text) + "\n")
+    done = subprocess.run([sys.executable, STEPS, "copy-fallback", vocab, *(str(tmp_path / x) for x in ("src", "kd", "ref")),
+                           str(tmp_path / "out")], capture_output=True, text=True, check=True)
+    assert (tmp_path / "out").read_text().splitlines() == out and done.stdout.startswith("1 of 2 ")
+    (tmp_path / "ref").write_text(ref[0] + "\n")
+    bad = subprocess.run([sys.executable, STEPS, "copy-fallback", vocab, *(str(tmp_path / x) for x in ("src", "kd", "ref")),
+                          str(tmp_path / "out")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "give aligned files" in bad.stderr

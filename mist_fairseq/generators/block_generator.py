@@ -18,8 +18,9 @@ from mist_fairseq.generators.mist_generator import MistGenerator, last_real
 
 class SemiNARGenerator(MistGenerator):
     def __init__(self, tgt_dict, block_size: int, length_beam: int = 1, min_length: int = 2, dedup: bool = True,
-                 rescorer=None):
-        super().__init__(tgt_dict, length_beam=length_beam, min_length=min_length, dedup=dedup, rescorer=rescorer)
+                 rescorer=None, avoid_copy: bool = False):
+        super().__init__(tgt_dict, length_beam=length_beam, min_length=min_length, dedup=dedup, rescorer=rescorer,
+                         avoid_copy=avoid_copy)
         if block_size < 1:
             raise ValueError(f"--block-size must be >= 1, got {block_size}")
         self.block_size = block_size

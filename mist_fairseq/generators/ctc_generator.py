@@ -10,7 +10,8 @@ score is the mean log-prob of the chosen slots (the best path's, per slot).
 ``--ctc-beam K`` > 1 runs CTC prefix beam search over the same pass's log-probs
 (:mod:`mist_fairseq.generators.ctc_beam`) and keeps K candidates per source; the best by log-prob per
 token wins, or, with ``--rerank-path CKPT``, the one a separate AR scorer prefers (all candidates
-teacher-forced in one parallel pass, :mod:`mist_fairseq.generators.rerank`).
+teacher-forced in one parallel pass, :mod:`mist_fairseq.generators.rerank`); ``--avoid-copy`` passes
+over a candidate that is its source where another exists.
 """
 
 from typing import List
@@ -19,6 +20,7 @@ import torch
 
 from mist_fairseq.generators.ctc_beam import prefix_beam_search
 from mist_fairseq.generators.mist_generator import MistGenerator, dedup_consecutive, to_hypos
+from mist_fairseq.generators.rerank import choose_candidates, is_copy
 from mist_fairseq.models.ctc import collapse
 from mist_fairseq.models.vocab_ops import choose_rows, row_logsumexp
 
@@ -33,14 +35,17 @@ def append_eos(tokens: torch.Tensor, scores: torch.Tensor, pad: int, eos: int):
 
 
 class CTCGenerator:
-    def __init__(self, tgt_dict, dedup: bool = True, beam: int = 1, width: int = 6, rescorer=None):
+    def __init__(self, tgt_dict, dedup: bool = True, beam: int = 1, width: int = 6, rescorer=None,
+                 avoid_copy: bool = False):
         """beam: CTC prefix beam size (1 = greedy); width: non-blank tokens tried per slot by the beam
         search; rescorer: an :class:`~mist_fairseq.generators.rerank.ARRescorer` choosing among the
-        beam's candidates (None: their own log-prob per token)."""
+        beam's candidates (None: their own log-prob per token); avoid_copy: a candidate identical to
+        its source wins only where all are."""
         if beam < 1:
             raise ValueError(f"--ctc-beam must be >= 1, got {beam}")
-        self.pad, self.eos = tgt_dict.pad(), tgt_dict.eos()
+        self.pad, self.eos, self.bos = tgt_dict.pad(), tgt_dict.eos(), tgt_dict.bos()
         self.dedup, self.beam, self.width, self.rescorer = dedup, beam, width, rescorer
+        self.avoid_copy = avoid_copy
         # never output by a slot; the blank is a normal class until the collapse
         self.banned = torch.tensor([tgt_dict.pad(), tgt_dict.bos(), tgt_dict.mask(), tgt_dict.eos()])
 
@@ -108,7 +113,10 @@ class CTCGenerator:
             if self.rescorer is not None:  # the AR scorer's mean log-prob over the candidates as output
                 order = torch.arange(bsz, device=src.device).repeat_interleave(k)
                 sentence = self.rescorer.score(model, state.index_select(order), src.index_select(0, order), out, k)
-            best = sentence.view(bsz, k).argmax(1) + torch.arange(bsz, device=src.device) * k
+            copies = None
+            if self.avoid_copy:
+                copies = is_copy(out, src.repeat_interleave(k, 0), (self.pad, self.bos, self.eos))
+            best = choose_candidates(sentence, k, copies)
             out, scores, sentence = out[best], scores[best], sentence[best]
         return out, scores, sentence
 

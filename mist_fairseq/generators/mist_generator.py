@@ -11,6 +11,7 @@ from typing import List
 
 import torch
 
+from mist_fairseq.generators.rerank import choose_candidates, is_copy
 from mist_fairseq.models.vocab_ops import choose_rows
 
 
@@ -49,9 +50,10 @@ def to_hypos(tokens, scores, sentence_scores, steps: int, pad: int) -> List[dict
 
 class MistGenerator:
     def __init__(self, tgt_dict, decode_iters: int = 1, strategy: str = "mist", length_beam: int = 1,
-                 min_length: int = 2, dedup: bool = True, rescorer=None):
+                 min_length: int = 2, dedup: bool = True, rescorer=None, avoid_copy: bool = False):
         """rescorer: an :class:`~mist_fairseq.generators.rerank.ARRescorer` that picks among the
-        length-beam candidates (None: their own mean log-prob)."""
+        length-beam candidates (None: their own mean log-prob); avoid_copy: a candidate identical to
+        its source wins only where all are."""
         if decode_iters < 1:
             raise ValueError(f"--mist-decode-iters must be >= 1, got {decode_iters}")
         if length_beam < 1:
@@ -60,7 +62,7 @@ class MistGenerator:
         self.mask = tgt_dict.mask()
         self.decode_iters, self.strategy = decode_iters, strategy
         self.length_beam, self.min_length, self.dedup = length_beam, min_length, dedup
-        self.rescorer = rescorer
+        self.rescorer, self.avoid_copy = rescorer, avoid_copy
         # never produced inside a target; [SEP] only in the final slot
         self.never_inside = torch.tensor([self.pad, self.bos, self.mask, self.eos])
 
@@ -116,7 +118,8 @@ class MistGenerator:
                src=None) -> List[List[dict]]:
         """tokens, scores (B * k, T) of the k candidate lengths of each source -> Fairseq hypotheses:
         the best mean log-prob per source (the decoding's own, or the rescorer's over the candidates
-        as they are output: after dedup), consecutive repeats removed unless --no-dedup.
+        as they are output: after dedup; with avoid_copy, among those that are not the source where
+        one exists), consecutive repeats removed unless --no-dedup.
         model, state, src (B * k, S): the decoding model and its source pass, for the rescorer."""
         k = tokens.size(0) // bsz
         mean = scores.sum(1) / real.sum(1).to(scores.dtype)
@@ -125,7 +128,8 @@ class MistGenerator:
         if k > 1 and self.rescorer is not None:
             mean = self.rescorer.score(model, state, src, tokens, k)
         if k > 1:  # best mean log-prob among each source's k lengths
-            best = mean.view(bsz, k).argmax(1) + torch.arange(bsz, device=tokens.device) * k
+            copies = is_copy(tokens, src, (self.pad, self.bos, self.eos)) if self.avoid_copy else None
+            best = choose_candidates(mean, k, copies)
             tokens, scores, mean = tokens[best], scores[best], mean[best]
         return [[h] for h in to_hypos(tokens, scores, mean, steps, self.pad)]
 

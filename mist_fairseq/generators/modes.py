@@ -18,12 +18,13 @@ def _nar(tgt_dict, o: DecodeOptions, rescorer):
         raise ValueError(f"--ctc-beam {o.ctc_beam} is for checkpoints trained with --ctc")
     return MistGenerator(tgt_dict, decode_iters=o.mist_decode_iters, strategy=o.decode_strategy,
                          length_beam=o.length_beam, min_length=o.min_target_length, dedup=not o.no_dedup,
-                         rescorer=rescorer)
+                         rescorer=rescorer, avoid_copy=o.avoid_copy)
 
 
 def _semi_nar(tgt_dict, o: DecodeOptions, rescorer):
     return SemiNARGenerator(tgt_dict, block_size=o.block_size, length_beam=o.length_beam,
-                            min_length=o.min_target_length, dedup=not o.no_dedup, rescorer=rescorer)
+                            min_length=o.min_target_length, dedup=not o.no_dedup, rescorer=rescorer,
+                            avoid_copy=o.avoid_copy)
 
 
 def _ar(tgt_dict, o: DecodeOptions, rescorer):
@@ -34,7 +35,7 @@ def _ar(tgt_dict, o: DecodeOptions, rescorer):
 
 def _ctc(tgt_dict, o: DecodeOptions, rescorer):
     # DecodeOptions refuses --length-beam > 1 with --decode-mode ctc
-    return CTCGenerator(tgt_dict, dedup=not o.no_dedup, beam=o.ctc_beam, rescorer=rescorer)
+    return CTCGenerator(tgt_dict, dedup=not o.no_dedup, beam=o.ctc_beam, rescorer=rescorer, avoid_copy=o.avoid_copy)
 
 
 DECODE_MODES = {

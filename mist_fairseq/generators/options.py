@@ -35,6 +35,7 @@ class DecodeOptions:
     ctc_beam: int = 1  # CTC prefix beam size (--decode-mode ctc); 1 = greedy
     rerank: str = "none"  # how length-beam candidates are ranked: none | ar (the checkpoint's AR stream)
     rerank_path: Optional[str] = None  # a separate AR scorer checkpoint
+    avoid_copy: bool = False  # a candidate identical to its source wins only where all are
     decode_precision: str = "fp32"  # fp32 | bf16: the decoding passes' weights and activations
 
     def __post_init__(self):
@@ -66,6 +67,9 @@ class DecodeOptions:
         if self.decode_mode == "ctc" and self.length_beam > 1:
             raise ValueError("--decode-mode ctc has no length candidates: drop --length-beam (--ctc-beam K gives "
                              "K candidates from CTC prefix beam search)")
+        if self.decode_mode == "ar" and self.avoid_copy:
+            raise ValueError("--avoid-copy chooses among the --length-beam / --ctc-beam candidates of --decode-mode "
+                             "nar, semi-nar or ctc; AR beam search ranks its own hypotheses")
         if self.decode_mode in ("semi-nar", "ar") and self.ctc_beam > 1:
             raise ValueError(f"--ctc-beam {self.ctc_beam} is for checkpoints trained with --ctc (--decode-mode ctc)")
 

@@ -9,6 +9,10 @@ mean log-prob under the scorer wins.
 - ``--rerank-path CKPT``: a separate ``mist_nar`` checkpoint on the same dictionary (e.g. the
   same-encoder AR model) scores them; its own source pass runs once per source.
 - ``--rerank none`` (default): the NAR pass's own mean log-prob picks the candidate.
+
+``--avoid-copy``: a candidate that is its source itself wins only where every candidate of that
+source is one (paraphrase and query rewriting want a different sentence; the copies of a NAR
+student of distilled targets outnumber its teacher's, docs/RESULTS.md).
 """
 
 from typing import Optional
@@ -55,6 +59,28 @@ class ARRescorer:
         lp = model.score_targets(scorer_state, tokens)
         real = tokens.ne(model.pad)
         return lp.masked_fill(~real, 0.0).sum(1) / real.sum(1).clamp(min=1).to(lp.dtype)
+
+
+def is_copy(tokens: torch.Tensor, src: torch.Tensor, specials) -> torch.Tensor:
+    """tokens (N, W) candidates, src (N, S) their sources -> (N,) bool: the candidate's tokens, special
+    ones (pad, [CLS], [SEP]) left out, are the source's."""
+    drop = torch.tensor(sorted(specials), device=tokens.device)
+
+    def words(row):
+        return row[~torch.isin(row, drop)].tolist()
+
+    return torch.tensor([words(t) == words(s) for t, s in zip(tokens, src)], dtype=torch.bool, device=tokens.device)
+
+
+def choose_candidates(scores: torch.Tensor, k: int, copies: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """scores (B * k,) of each source's k consecutive candidates; copies (B * k,) bool or None ->
+    (B,) row index of each source's winner: the best score, among the candidates that are not
+    copies of the source where ``copies`` is given and such a candidate exists."""
+    s = scores.view(-1, k)
+    if copies is not None:
+        c = copies.view(-1, k)
+        s = s.masked_fill(c & ~c.all(1, keepdim=True), float("-inf"))
+    return s.argmax(1) + torch.arange(s.size(0), device=scores.device) * k
 
 
 def load_scorer(path: str, task):

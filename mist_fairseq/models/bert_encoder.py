@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from mist_fairseq.models.fast_path import Dropout, Linear, fast_linear, packed_linear
+from mist_fairseq.models.fast_path import Dropout, Linear, fast_linear, packed_linear, reads_packed
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -158,7 +158,7 @@ class MLMHead(nn.Module):
         product saves)."""
         fast = self.bf16 and self.training
         h = self.LayerNorm(self.act(self.dense(h)))
-        if self.packed is not None and not self.training and h.dtype == torch.bfloat16:
+        if reads_packed(self, h):
             return packed_linear(h, self.packed, self.bias)  # a bf16 decoding copy (generators.precision)
         return fast_linear(h, self.weight, self.bias, enabled=fast, bf16_out=fast)
 

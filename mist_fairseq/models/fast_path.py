@@ -182,6 +182,12 @@ def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Te
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
+def reads_packed(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``module`` multiplies ``x`` by its packed weight: a bf16 decoding copy (``packed`` set,
+    eval mode) given bf16 input."""
+    return module.packed is not None and not module.training and x.dtype == torch.bfloat16
+
+
 def can_pack(weight: torch.Tensor) -> bool:
     """Whether oneDNN can pack this weight for inference: a bf16 CPU matrix on a CPU with bf16 units."""
     return (weight.dtype == torch.bfloat16 and weight.dim() == 2 and weight.device.type == "cpu"
@@ -204,6 +210,6 @@ class Linear(nn.Linear):
     packed: Optional[torch.Tensor] = None
 
     def forward(self, x):
-        if self.packed is not None and not self.training and x.dtype == torch.bfloat16:
+        if reads_packed(self, x):
             return packed_linear(x, self.packed, self.bias)
         return fast_linear(x, self.weight, self.bias, enabled=self.bf16 and self.training)

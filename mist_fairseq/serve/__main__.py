@@ -53,6 +53,9 @@ def main(argv=None):
     p.add_argument("--rerank-path", default=None,
                    help="--backend torch: rank the length-beam (CTC: --ctc-beam) candidates by this separate AR "
                    "checkpoint")
+    p.add_argument("--avoid-copy", action="store_true", default=None,
+                   help="among the length-beam / CTC-beam candidates, one identical to its input wins only where all "
+                   "are (default: the checkpoint's / export's)")
     p.add_argument("--malloc-arenas", type=int, default=2,
                    help="glibc malloc arenas the process may use (0: glibc's default, 8 per core); few arenas keep "
                    "the resident memory of a long-running server from creeping up (docs/RESULTS.md, Serving)")
@@ -91,7 +94,7 @@ def main(argv=None):
         backend = load_backend(args.backend, args.model, args.precision, args.checkpoint_file, args.data,
                                args.threads, batch_size=args.max_batch, batch_invariant=not args.int8_batching,
                                decode={"length_beam": args.length_beam, "ctc_beam": args.ctc_beam,
-                                       "rerank": args.rerank,
+                                       "rerank": args.rerank, "avoid_copy": args.avoid_copy,
                                        "rerank_path": args.rerank_path})
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))

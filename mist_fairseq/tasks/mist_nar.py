@@ -104,6 +104,13 @@ class MistNARTaskConfig(TranslationConfig):
             "model), teacher-forced in one parallel pass"
         },
     )
+    avoid_copy: bool = field(
+        default=_D.avoid_copy,
+        metadata={
+            "help": "among the --length-beam (CTC: --ctc-beam) candidates, one identical to its source wins only "
+            "where every candidate is (paraphrase, query rewriting)"
+        },
+    )
     decode_precision: PRECISION = field(
         default=_D.decode_precision,
         metadata={
