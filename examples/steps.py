@@ -125,14 +125,14 @@ def main(argv=None):
         _dump(out, os.path.join(a.run, "parity.json"))
         print(a.run, out)
     elif a.step == "copy-fallback":
-        lines = [open(f, encoding="utf-8").read().splitlines() for f in (a.src, a.kd, a.ref)]
+        from mist_fairseq.distill import read_lines, write_lines
+
+        lines = [read_lines(f) for f in (a.src, a.kd, a.ref)]
         if len({len(x) for x in lines}) != 1:
             raise SystemExit(f"copy-fallback: {a.src}, {a.kd}, {a.ref} have {[len(x) for x in lines]} lines; "
                              "give aligned files")
         out, n = copy_fallback(a.vocab, *lines)
-        with open(a.out + ".tmp", "w", encoding="utf-8") as f:
-            f.writelines(x + "\n" for x in out)
-        os.replace(a.out + ".tmp", a.out)
+        write_lines(a.out, out)  # tmp + rename: never half-written
         print(f"{n} of {len(out)} distilled targets were their source; they keep the reference")
     else:
         print(interval(open(a.train_log).read(), float(a.budget_hours)))

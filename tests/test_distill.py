@@ -117,7 +117,7 @@ def test_copy_fallback_gives_copied_pairs_their_reference(teacher, data, tmp_pat
         out = tmp_path / f"kd{len(flag)}"
         os.makedirs(f"{out}.work/chunks")
         for c in range(4):
-            (tmp_path / f"{out}.work/chunks/train.{c:05d}.tsv").write_text(
+            (out.parent / f"{out.name}.work" / "chunks" / f"train.{c:05d}.tsv").write_text(
                 "".join(f"{i}\t{distilled[i]}\n" for i in range(c * 20, min(64, c * 20 + 20))))
         manifest = distill.run(distill_args(teacher, data, out, *flag))
         assert lines(out / "tok" / "train.tgt") == want
