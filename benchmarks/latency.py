@@ -48,6 +48,7 @@ from benchmarks.report_io import get_section, prepare_shipped_data, write_atomic
 import mist_fairseq  # noqa: F401  (registers task/model/criterion)
 from benchmarks.latency_report import chart, write_report
 from benchmarks.latency_systems import make_systems
+from mist_fairseq.generators.precision import PRECISIONS
 
 
 def produced_length(result):
@@ -107,8 +108,8 @@ def main(argv=None):
                    "each model's own outputs set how many steps run)")
     p.add_argument("--ctc-checkpoint", nargs="+", help="mist_nar checkpoints trained with --ctc: adds each one's "
                    "single-pass rows, named by its slot ratio (slots from the source length, never pinned)")
-    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
-                   help="decode the MIST single pass, the length-beam, CTC and same-encoder AR greedy rows in each "
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=list(PRECISIONS),
+                   help="decode the MIST single pass, the length-beam, CTC and same-encoder AR greedy and beam-4 rows in each "
                    "(--decode-precision); rows other than fp32 are named with it")
     p.add_argument("--ar-checkpoint", help="an AR-only mist_nar checkpoint (same encoder): adds its greedy and beam-4 rows")
     p.add_argument("--baselines", help="folder of trained baselines (RUNS of run_baselines.sh: ar/ nat/ cmlm/ levt/)")

@@ -97,8 +97,8 @@ def mode_systems(args, mist, d, label, checkpoint=None, ar_only=False):
         return fn
 
     if ar_only:  # the label already says AR
-        return [System(f"{label}, greedy{suffix(p)}", ar(1, p)) for p in args.precisions] + \
-            [System(f"{label}, beam 4", ar(4))]
+        return [System(f"{label}, {name}{suffix(p)}", ar(beam, p)) for p in args.precisions
+                for name, beam in (("greedy", 1), ("beam 4", 4))]
     return [System(f"{label} semi-NAR, blocks of 4", semi(4)), System(f"{label} semi-NAR, blocks of 2", semi(2)),
             System(f"{label} AR, greedy", ar(1)), System(f"{label} AR, beam 4", ar(4))]
 

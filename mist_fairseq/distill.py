@@ -27,6 +27,8 @@ import sys
 import time
 from typing import Dict, List
 
+from mist_fairseq.generators.precision import PRECISIONS
+
 logger = logging.getLogger("mist_fairseq.distill")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -225,8 +227,9 @@ def parse_args(argv=None):
     p.add_argument("--max-len-a", type=float, default=0.0, help="output length limit: a * source length + b")
     p.add_argument("--max-len-b", type=int, default=200, help="output length limit: a * source length + b")
     p.add_argument("--length-beam", type=int, default=1, help="mist_nar NAR/semi-NAR teachers: candidate lengths")
-    p.add_argument("--decode-precision", default="fp32", choices=["fp32", "bf16"],
-                   help="mist_nar teachers: decode in fp32 or on a bf16 copy (faster on CPUs with bf16 units)")
+    p.add_argument("--decode-precision", default="fp32", choices=list(PRECISIONS),
+                   help="mist_nar teachers: decode in fp32, on a bf16 copy (faster on CPUs with bf16 units) or on "
+                   "a weight-only int8 copy (CPU; faster at small batches: --batch-size 8-16)")
     p.add_argument("--batch-size", type=int, default=64, help="sentences per teacher batch")
     p.add_argument("--chunk-size", type=int, default=2000, help="sentences per resumable chunk")
     p.add_argument("--shard", default="0/1", help="i/N: this process decodes the chunks c with c %% N == i")

@@ -181,20 +181,30 @@ def test_no_glancing_skips_the_draft_and_keeps_the_loss(small):
     torch.testing.assert_close(outputs["word_ins"]["loss"], ref_out["word_ins"]["loss"])
 
 
+_TRAINED = {}  # (vocabulary, mix mode, steps) -> (state dict, log): one training per test session
+
+
 def train_copy_model(d, mix_mode="none", steps=200):
-    """A tiny CTC model trained on copy_batch(d) -> (model in eval mode, the batch, the last log)."""
-    torch.manual_seed(0)
+    """A tiny CTC model trained on copy_batch(d) -> (a fresh model in eval mode holding the trained
+    weights, the batch, the last log). The training runs once per arguments in a test session."""
+    key = (tuple(d.symbols), mix_mode, steps)
+    if key not in _TRAINED:
+        torch.manual_seed(0)
+        model = MistNARModel(tiny_cfg(ctc=True, upsample_ratio=2.0, ctc_min_slots=4), d)
+        crit = criterion(d, mix_mode)
+        batch = copy_batch(d)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        model.train()
+        for _ in range(steps):
+            loss, _, log = crit(model, batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        _TRAINED[key] = ({k: v.clone() for k, v in model.state_dict().items()}, log)
+    weights, log = _TRAINED[key]
     model = MistNARModel(tiny_cfg(ctc=True, upsample_ratio=2.0, ctc_min_slots=4), d)
-    crit = criterion(d, mix_mode)
-    batch = copy_batch(d)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        loss, _, log = crit(model, batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval(), batch, log
+    model.load_state_dict(weights)
+    return model.eval(), copy_batch(d), log
 
 
 @pytest.mark.parametrize("mix_mode", ["none", "dynamic"])

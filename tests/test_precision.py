@@ -89,7 +89,7 @@ def test_the_copy_is_kept_and_made_anew_when_a_weight_changes(small_dict):
 
 
 def test_bad_precision_names_the_flag():
-    with pytest.raises(ValueError, match="--decode-precision fp16: choose one of fp32, bf16"):
+    with pytest.raises(ValueError, match="--decode-precision fp16: choose one of fp32, bf16, int8"):
         DecodeOptions(decode_precision="fp16")
 
 
@@ -101,8 +101,8 @@ def test_the_onnx_runner_and_the_service_refuse_what_they_do_not_run(tmp_path):
         refuse_unexported(DecodeOptions(decode_precision="bf16"))
     with pytest.raises(ValueError, match="--backend onnx runs fp32 or int8, not bf16"):
         load_backend("onnx", str(tmp_path), precision="bf16")
-    with pytest.raises(ValueError, match="--backend torch runs fp32 or bf16"):
-        load_backend("torch", str(tmp_path), precision="int8", data=str(tmp_path))
+    with pytest.raises(ValueError, match="--backend torch runs fp32, bf16, int8, not fp16"):
+        load_backend("torch", str(tmp_path), precision="fp16", data=str(tmp_path))
 
 
 @pytest.mark.skipif(not bf16_matmul_supported(), reason="CPU without bf16 dot products")

@@ -205,7 +205,7 @@ def test_health_and_rejected_count(server):
     assert server.health()["rejected"] == n + 1
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
 def test_torch_backend(trained, data, precision):
     from mist_fairseq import MistModel
 

@@ -36,7 +36,7 @@ class DecodeOptions:
     rerank: str = "none"  # how length-beam candidates are ranked: none | ar (the checkpoint's AR stream)
     rerank_path: Optional[str] = None  # a separate AR scorer checkpoint
     avoid_copy: bool = False  # a candidate identical to its source wins only where all are
-    decode_precision: str = "fp32"  # fp32 | bf16: the decoding passes' weights and activations
+    decode_precision: str = "fp32"  # fp32 | bf16 | int8: the decoding passes' weights and activations
 
     def __post_init__(self):
         self.validate()

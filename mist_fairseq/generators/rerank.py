@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from mist_fairseq.generators.precision import in_dtype
+from mist_fairseq.generators.precision import in_dtype, is_int8_copy
 
 RERANK_CHOICES = ["none", "ar"]
 
@@ -40,9 +40,9 @@ class ARRescorer:
                 self.scorer.to(device=p.device)
             self.scorer.eval()
             self._placed = True
-        # and its dtype (--fp16 halves the decoder, --decode-precision bf16 decodes a bf16 copy): a kept
-        # copy of the scorer in that dtype, the loaded scorer left as it is for calls in its own
-        return self.scorer if p is None else in_dtype(self.scorer, p.dtype)
+        # and its precision (--fp16 halves the decoder, --decode-precision bf16|int8 decodes a bf16 or int8
+        # copy): a kept copy of the scorer in that precision, the loaded scorer left as it is for calls in its own
+        return self.scorer if p is None else in_dtype(self.scorer, p.dtype, is_int8_copy(decoder))
 
     @torch.no_grad()
     def score(self, decoder, state, src: torch.Tensor, tokens: torch.Tensor, k: int = 1) -> torch.Tensor:

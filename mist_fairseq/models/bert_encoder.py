@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from mist_fairseq.models.fast_path import Dropout, Linear, fast_linear, packed_linear, reads_packed
+from mist_fairseq.models.fast_path import Dropout, Int8Weight, Linear, fast_linear, int8_linear, packed_product
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -80,6 +80,8 @@ class BertEmbeddings(nn.Module):
 class BertLayer(nn.Module):
     """One post-LN transformer layer; ``past_kv`` prepends cached source keys/values."""
 
+    qkv = None  # an int8 decoding copy's query, key and value as one int8 matrix and bias (fuse_qkv_int8)
+
     def __init__(self, hidden, heads, ffn, eps, dropout, attention_dropout, activation):
         super().__init__()
         assert hidden % heads == 0, f"hidden size {hidden} is not a multiple of {heads} heads"
@@ -96,6 +98,15 @@ class BertLayer(nn.Module):
         self.attention_dropout = attention_dropout
         self.act = ACTIVATIONS[activation]
 
+    def fuse_qkv_int8(self) -> None:
+        """For an int8 decoding copy whose query, key and value hold int8 matrices: one product of
+        their stacked rows instead of three (each output channel keeps its own scale, so the values
+        are the three products'; a decoding step at one or two rows pays per call, not per weight)."""
+        parts = [m.packed for m in (self.query, self.key, self.value)]
+        if all(isinstance(p, Int8Weight) for p in parts):
+            self.qkv = (Int8Weight(torch.cat([p.q for p in parts]), torch.cat([p.scale for p in parts])),
+                        torch.cat([self.query.bias, self.key.bias, self.value.bias]).detach())
+
     def _split(self, x):  # (B, L, H) -> (B, h, L, d)
         B, L, _ = x.shape
         return x.view(B, L, self.heads, self.head_dim).transpose(1, 2)
@@ -111,6 +122,8 @@ class BertLayer(nn.Module):
             w = (self.query.weight, self.key.weight, self.value.weight)
             b = torch.cat([self.query.bias, self.key.bias, self.value.bias])
             q, k, v = fast_linear(x, w, b, enabled=True).chunk(3, dim=-1)
+        elif self.qkv is not None and not self.training:
+            q, k, v = int8_linear(x, *self.qkv).chunk(3, dim=-1)
         else:
             q, k, v = self.query(x), self.key(x), self.value(x)
         q, k, v = self._split(q), self._split(k), self._split(v)
@@ -148,7 +161,7 @@ class MLMHead(nn.Module):
         self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         self.bf16 = False  # the CPU fast path: bf16 products, bf16 logits while training
-        self.packed = None  # a bf16 decoding copy's packed output weight (generators.precision)
+        self.packed = None  # a decoding copy's packed bf16 or int8 output weight (generators.precision)
         self.weight = weight  # (V, H): the input embeddings themselves when tied
         self.act = ACTIVATIONS[activation]
 
@@ -158,8 +171,9 @@ class MLMHead(nn.Module):
         product saves)."""
         fast = self.bf16 and self.training
         h = self.LayerNorm(self.act(self.dense(h)))
-        if reads_packed(self, h):
-            return packed_linear(h, self.packed, self.bias)  # a bf16 decoding copy (generators.precision)
+        y = packed_product(self, h)  # a bf16 or int8 decoding copy (generators.precision)
+        if y is not None:
+            return y
         return fast_linear(h, self.weight, self.bias, enabled=fast, bf16_out=fast)
 
 

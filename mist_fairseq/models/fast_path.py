@@ -24,7 +24,7 @@ Shapes: x (..., in), weight (out, in), bias (out,) -> (..., out).
 import contextlib
 import functools
 import threading
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -182,10 +182,56 @@ def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Te
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
-def reads_packed(module: nn.Module, x: torch.Tensor) -> bool:
-    """Whether ``module`` multiplies ``x`` by its packed weight: a bf16 decoding copy (``packed`` set,
-    eval mode) given bf16 input."""
-    return module.packed is not None and not module.training and x.dtype == torch.bfloat16
+class Int8Weight(NamedTuple):
+    """A weight-only int8 matrix of an int8 decoding copy (``--decode-precision int8``):
+    weight ~= q * scale[:, None]. q: (out, in) int8; scale: (out,) bf16, one per output channel."""
+
+    q: torch.Tensor
+    scale: torch.Tensor
+
+
+def can_quantize(weight: torch.Tensor) -> bool:
+    """Whether :func:`int8_linear` can multiply by this weight: a CPU matrix whose input size is a
+    multiple of 8 (torch's weight-only int8 kernel needs that; every BERT size is)."""
+    return (weight.dim() == 2 and weight.device.type == "cpu" and weight.size(1) % 8 == 0
+            and hasattr(torch, "_weight_int8pack_mm"))
+
+
+def quantize_int8(weight: torch.Tensor) -> Int8Weight:
+    """(out, in) float -> its :class:`Int8Weight`: each output channel scaled so that its largest
+    magnitude is 127 (symmetric; the scale rounded to bf16 first, q rounded against that scale)."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(1) / 127.0).clamp(min=1e-12).to(torch.bfloat16)
+    q = torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8)
+    return Int8Weight(q.contiguous(), scale)
+
+
+def int8_linear(x: torch.Tensor, w: Int8Weight, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x (..., in) of any float dtype -> (..., out) in x's dtype: x rounded to bf16 times the int8
+    matrix, each output channel scaled, + bias. torch's weight-only int8 kernel reads a quarter of
+    fp32's weight bytes (a decoding step at one to a few rows is bound by those reads) and computes
+    every row on its own, so a sentence's result does not depend on the batch around it (unlike
+    dynamic quantization, whose activation scale spans the batch)."""
+    rows = x.reshape(-1, x.size(-1)).to(torch.bfloat16).contiguous()
+    y = torch._weight_int8pack_mm(rows, w.q, w.scale)  # bf16
+    # the bias add returns x's dtype (type promotion): one op instead of a cast and an add
+    y = y.to(x.dtype) if bias is None else torch.add(bias.to(x.dtype), y)
+    return y.view(*x.shape[:-1], y.size(-1))
+
+
+def packed_product(module: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
+    """``module``'s product of x (+ its bias) through the weight a decoding copy
+    (:mod:`mist_fairseq.generators.precision`) put in its ``packed`` slot: the int8 matrix of an int8
+    copy, or the packed bf16 matrix of a bf16 copy given bf16 input. None where there is none (no
+    slot set, training, or an fp32 input to a bf16 copy): the caller multiplies as usual."""
+    packed = module.packed
+    if packed is None or module.training:
+        return None
+    if isinstance(packed, Int8Weight):
+        return int8_linear(x, packed, module.bias)
+    if x.dtype == torch.bfloat16:
+        return packed_linear(x, packed, module.bias)
+    return None
 
 
 def can_pack(weight: torch.Tensor) -> bool:
@@ -203,13 +249,14 @@ def pack_weight(weight: torch.Tensor) -> torch.Tensor:
 
 class Linear(nn.Linear):
     """nn.Linear (same parameters and state-dict keys) whose product runs in bf16 while
-    ``self.bf16`` is set and the module is training, and through ``self.packed`` (a bf16 decoding
-    copy's packed weight, :mod:`mist_fairseq.generators.precision`) in eval mode where set."""
+    ``self.bf16`` is set and the module is training, and through ``self.packed`` (a decoding copy's
+    packed bf16 or int8 weight, :mod:`mist_fairseq.generators.precision`) in eval mode where set."""
 
     bf16 = False
-    packed: Optional[torch.Tensor] = None
+    packed = None  # a packed bf16 tensor or an Int8Weight (packed_product)
 
     def forward(self, x):
-        if reads_packed(self, x):
-            return packed_linear(x, self.packed, self.bias)
+        y = packed_product(self, x)
+        if y is not None:
+            return y
         return fast_linear(x, self.weight, self.bias, enabled=self.bf16 and self.training)

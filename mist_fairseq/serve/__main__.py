@@ -15,7 +15,8 @@ def main(argv=None):
     p.add_argument("--backend", choices=["onnx", "torch"], default="onnx", help="default onnx")
     p.add_argument("--precision", choices=["fp32", "int8", "bf16"], default="fp32",
                    help="--backend onnx: the graphs to run, fp32 or int8 (int8 needs an export with --int8); "
-                   "--backend torch: fp32 or bf16 (its decode_precision)")
+                   "--backend torch: fp32, bf16 or int8 (its decode_precision; int8 there is weight-only, so "
+                   "an answer never depends on its batch mates)")
     p.add_argument("--checkpoint-file", default="checkpoint_best.pt", help="--backend torch: file in --model")
     p.add_argument("--data", help="--backend torch: the fairseq-preprocess folder (dict.src.txt, vocab.txt)")
     p.add_argument("--host", default="127.0.0.1",
@@ -42,7 +43,7 @@ def main(argv=None):
                    "closed, so slow clients cannot hold the --max-connections slots); 0 = no limit")
     p.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (off by default)")
     p.add_argument("--int8-batching", action="store_true",
-                   help="--precision int8: run batched inputs in one pass (faster, but an answer then depends on "
+                   help="--backend onnx --precision int8: run batched inputs in one pass (faster, but an answer then depends on "
                    "its batch mates: int8 activation scales are computed per call); default: one input a pass")
     p.add_argument("--length-beam", type=int, default=None,
                    help="candidate lengths decoded per input (default: the checkpoint's / export's)")

@@ -5,13 +5,14 @@ import os
 from typing import Optional
 
 from mist_fairseq.generators.options import DecodeOptions
+from mist_fairseq.generators.precision import PRECISIONS
 
 
 def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_file: str = "checkpoint_best.pt",
                  data: Optional[str] = None, threads: Optional[int] = None, batch_size: int = 32,
                  decode: Optional[dict] = None, batch_invariant: bool = True):
     """backend 'onnx': model = an export folder (``python -m mist_fairseq.export``), precision fp32|int8.
-    backend 'torch': precision fp32|bf16 (its ``decode_precision``), model = a checkpoint folder, checkpoint_file inside it, data = its fairseq-preprocess
+    backend 'torch': precision fp32|bf16|int8 (its ``decode_precision``), model = a checkpoint folder, checkpoint_file inside it, data = its fairseq-preprocess
     folder (dict.src.txt, vocab.txt). decode: :class:`DecodeOptions` overrides every request uses
     (e.g. length_beam, rerank_path; AR rescoring needs the torch backend; None = the model's own),
     checked here so a bad option fails at start-up. batch_invariant: see
@@ -31,8 +32,8 @@ def load_backend(backend: str, model: str, precision: str = "fp32", checkpoint_f
         m.generator()
         return m
     if backend == "torch":
-        if precision not in ("fp32", "bf16"):
-            raise ValueError("--backend torch runs fp32 or bf16; int8 is --backend onnx --precision int8")
+        if precision not in PRECISIONS:
+            raise ValueError(f"--backend torch runs {', '.join(PRECISIONS)}, not {precision}")
         if data is None:
             raise ValueError("--backend torch needs --data: the fairseq-preprocess folder of the training data")
         from mist_fairseq.inference import MistModel

@@ -114,8 +114,11 @@ class MistNARTaskConfig(TranslationConfig):
     decode_precision: PRECISION = field(
         default=_D.decode_precision,
         metadata={
-            "help": "the decoding passes' weights and activations (the model's and an AR rescorer's): 'fp32', "
-            "or 'bf16' (a bf16 copy of the model, made once; faster on CPUs with bf16 units and on GPUs)"
+            "help": "the decoding passes' weights and activations (the model's and an AR rescorer's): 'fp32'; "
+            "'bf16' (a bf16 copy of the model, made once; faster on CPUs with bf16 units and on GPUs); or "
+            "'int8' (CPU: a copy whose matrices are weight-only int8, one scale per output channel, "
+            "activations bf16 in the products: a quarter of the weight bytes for batch-1 passes and AR, "
+            "semi-NAR or rescoring steps; a sentence decodes the same alone or in any batch)"
         },
     )
 
