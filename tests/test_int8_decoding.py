@@ -120,6 +120,15 @@ def test_a_trained_model_decodes_the_same_text_in_int8(small):
     assert scores(int8) != scores(fp32)  # close, not the same numbers: it decoded in int8
 
 
+def test_a_copy_of_an_int8_copy_is_prepared_for_its_own_precision(small):
+    q = decoding_copy(model(small, 0), torch.float32, int8=True)
+    back = decoding_copy(q, torch.float32)
+    assert all(m.packed is None for m in back.modules() if "packed" in dir(m))
+    assert all(layer.qkv is None for layer in back.encoder.layers)
+    assert all(isinstance(m.packed, Int8Weight) for m in decoding_copy(q, torch.float32, int8=True).modules()
+               if "packed" in dir(m))
+
+
 def test_int8_refuses_a_model_off_the_cpu(small):
     with pytest.raises(ValueError, match="--decode-precision int8 runs on CPU"):
         decoding_copy(model(small, 0).to("meta"), torch.float32, int8=True)

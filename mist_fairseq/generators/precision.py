@@ -37,7 +37,7 @@ class Precision(NamedTuple):
 
 PRECISIONS = {"fp32": Precision(torch.float32, False), "bf16": Precision(torch.bfloat16, False),
               "int8": Precision(torch.float32, True)}
-_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {dtype: (key, copy)}
+_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {(dtype, int8): (key, copy)}
 _LOCK = threading.Lock()
 
 
@@ -52,21 +52,24 @@ def decoding_copy(model: torch.nn.Module, dtype: torch.dtype, int8: bool = False
     out.to(dtype)
     out.eval()  # not chained: Fairseq's make_generation_fast_ (fairseq-generate) makes train() return None
     for m in out.modules():
-        if "packed" not in dir(m) or getattr(m, "packed") is not None:
+        if "packed" not in dir(m):
             continue
+        m.packed = None  # a copy of a copy is prepared anew for its own precision
         if int8 and can_quantize(m.weight):
             m.packed = quantize_int8(m.weight)
         elif not int8 and can_pack(m.weight):
             m.packed = pack_weight(m.weight)
-    if int8:
-        for m in out.modules():
-            if hasattr(m, "fuse_qkv_int8"):
+    for m in out.modules():
+        if hasattr(m, "fuse_qkv_int8"):
+            m.qkv = None
+            if int8:
                 m.fuse_qkv_int8()
     out.int8_decoding = int8  # read by an AR rescorer, which decodes in its decoder's precision
     return out
 
 
 def is_int8_copy(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is an int8 :func:`decoding_copy`."""
     return bool(getattr(model, "int8_decoding", False))
 
 
