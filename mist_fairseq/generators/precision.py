@@ -7,9 +7,9 @@ and the service), for every decoding pass -- the model's and an AR rescorer's:
 - ``int8`` (CPU): weight-only int8 -- every linear layer and the vocabulary projection multiply by an
   int8 matrix with one scale per output channel, activations rounded to bf16 for the product and
   fp32 everywhere else (:func:`mist_fairseq.models.fast_path.int8_linear`). A decoding step at one to
-  a few dozen rows (batch-1 passes, AR and semi-NAR steps, rescoring) is bound by reading the
-  weights, and int8 reads a quarter of fp32's bytes, on any x86 CPU; at hundreds of rows (large
-  batches of the single pass) fp32's products are faster. Each row is computed on its own, so a
+  a few dozen rows (batch-1 passes, AR and semi-NAR steps) is bound by reading the weights, and int8
+  reads a quarter of fp32's bytes, on any x86 CPU; at a hundred rows or more (batches of the single
+  pass, an AR rescorer's pass over several candidates) fp32's products are faster. Each row is computed on its own, so a
   sentence decodes the same alone or in any batch.
 
 A bf16 or int8 pass runs on a copy of the model, made at the first call and kept: the loaded model

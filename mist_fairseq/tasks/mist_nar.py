@@ -117,8 +117,8 @@ class MistNARTaskConfig(TranslationConfig):
             "help": "the decoding passes' weights and activations (the model's and an AR rescorer's): 'fp32'; "
             "'bf16' (a bf16 copy of the model, made once; faster on CPUs with bf16 units and on GPUs); or "
             "'int8' (CPU: a copy whose matrices are weight-only int8, one scale per output channel, "
-            "activations bf16 in the products: a quarter of the weight bytes for batch-1 passes and AR, "
-            "semi-NAR or rescoring steps; a sentence decodes the same alone or in any batch)"
+            "activations bf16 in the products: a quarter of the weight bytes for batch-1 passes and AR or "
+            "semi-NAR steps; slower than fp32 at many rows, e.g. batch 16; a sentence decodes the same alone or in any batch)"
         },
     )
 
