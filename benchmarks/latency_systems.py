@@ -124,8 +124,8 @@ def suffix(precision):
 
 def ctc_systems(args, d):
     """Each --ctc-checkpoint: greedy, prefix beam 5, and (with --ar-checkpoint) prefix beam 5 rescored by
-    the AR model, named by the checkpoint's slot ratio, in each of --precisions; slots follow the source
-    length, so nothing is pinned."""
+    the AR model, named by the checkpoint's slot ratio (and output shortlist), in each of --precisions;
+    slots follow the source length, so nothing is pinned."""
     rescorer = ARRescorer(load_mist(args.ar_checkpoint, args.bin)[1]) if args.ar_checkpoint else None
     rows = []
     for path in args.ctc_checkpoint:
@@ -133,7 +133,8 @@ def ctc_systems(args, d):
         gens = [("", CTCGenerator(d)), (", prefix beam 5", CTCGenerator(d, beam=5))]
         if rescorer is not None:
             gens.append((", prefix beam 5, AR-rescored", CTCGenerator(d, beam=5, rescorer=rescorer)))
-        rows += [System(f"CTC single pass ({model.upsample_ratio:g} x source slots){name}{suffix(p)}",
+        shortlist = f", shortlist {model.shortlist_size}" if getattr(model, "shortlist_size", 0) else ""
+        rows += [System(f"CTC single pass ({model.upsample_ratio:g} x source slots{shortlist}){name}{suffix(p)}",
                         lambda sample, gold_len, gen=with_precision(gen, p), model=model: gen.generate([model], sample))
                  for p in args.precisions for name, gen in gens]
     return rows

@@ -9,7 +9,8 @@ those N sources beside its latency.
         --fairseq-ar AR_RUN/checkpoint_dev_best.pt --fairseq-data AR_RUNS/bin [--n 200] [--threads 2]
 
 DATA is the ``python -m mist_fairseq.prepare`` folder (bin/ for the MIST model, raw/test.* for the
-sources and references). The AR checkpoint is converted once with CTranslate2's Fairseq converter
+sources and references). Several ``--mist`` checkpoints (with as many ``--export`` folders, in the
+same order) race side by side, their rows named by checkpoint file. The AR checkpoint is converted once with CTranslate2's Fairseq converter
 (int8 weights) into ct2_int8/ beside it unless --ct2 names a converted folder. Writes OUT/RACE.md,
 RACE.json and RACE.png.
 """
@@ -62,18 +63,21 @@ def build_systems(args):
     from mist_fairseq.export import OnnxMistModel
 
     bs = max(args.batch_sizes)
-    mist = MistModel.from_pretrained(os.path.dirname(os.path.abspath(args.mist)),
-                                     checkpoint_file=os.path.basename(args.mist),
-                                     data_name_or_path=os.path.join(args.data, "bin"), threads=args.threads,
-                                     batch_size=bs)
-    systems = {"MIST, PyTorch fp32": mist.generate}
-    for p in ("fp32", "int8"):
-        systems[f"MIST, ONNX Runtime {p}"] = OnnxMistModel(args.export, precision=p, threads=args.threads,
-                                                           batch_size=bs).generate
-    # int8 decodes one input a pass by default (its activation scales depend on the batch); what
-    # batching it would gain, at the price of answers that change with their batch mates
-    systems["MIST, ONNX Runtime int8, batched (batch-dependent)"] = OnnxMistModel(
-        args.export, precision="int8", threads=args.threads, batch_size=bs, batch_invariant=False).generate
+    systems = {}
+    for ckpt, export in zip(args.mist, args.export):
+        # one checkpoint: the plain names; several: each named by its file
+        tag = f" [{os.path.basename(ckpt)}]" if len(args.mist) > 1 else ""
+        mist = MistModel.from_pretrained(os.path.dirname(os.path.abspath(ckpt)), checkpoint_file=os.path.basename(ckpt),
+                                         data_name_or_path=os.path.join(args.data, "bin"), threads=args.threads,
+                                         batch_size=bs)
+        systems[f"MIST, PyTorch fp32{tag}"] = mist.generate
+        for p in ("fp32", "int8"):
+            systems[f"MIST, ONNX Runtime {p}{tag}"] = OnnxMistModel(export, precision=p, threads=args.threads,
+                                                                    batch_size=bs).generate
+        # int8 decodes one input a pass by default (its activation scales depend on the batch); what
+        # batching it would gain, at the price of answers that change with their batch mates
+        systems[f"MIST, ONNX Runtime int8, batched (batch-dependent){tag}"] = OnnxMistModel(
+            export, precision="int8", threads=args.threads, batch_size=bs, batch_invariant=False).generate
     if args.fairseq_ar or args.ct2:
         ct2 = args.ct2 or convert_ar(args.fairseq_ar, args.fairseq_data,
                                      os.path.join(os.path.dirname(os.path.abspath(args.fairseq_ar)), "ct2_int8"))
@@ -113,8 +117,9 @@ def race(systems, sources, batch_sizes, warmup, pause_s=0.0):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="python -m mist_fairseq.prepare folder (bin/, raw/)")
-    p.add_argument("--mist", required=True, help="MIST checkpoint file")
-    p.add_argument("--export", required=True, help="its export folder (python -m mist_fairseq.export ... --int8)")
+    p.add_argument("--mist", required=True, nargs="+", help="MIST checkpoint file(s)")
+    p.add_argument("--export", required=True, nargs="+",
+                   help="their export folders, in the same order (python -m mist_fairseq.export ... --int8)")
     p.add_argument("--fairseq-ar", help="Fairseq transformer checkpoint to convert with CTranslate2")
     p.add_argument("--fairseq-data", help="its fairseq-preprocess folder (dict.src.txt, dict.tgt.txt)")
     p.add_argument("--ct2", help="an already converted CTranslate2 folder (instead of --fairseq-ar)")
@@ -127,6 +132,8 @@ def main(argv=None):
     p.add_argument("--max-len", type=int, default=48, help="AR: longest output in tokens (MIST: its length head)")
     p.add_argument("--out", default="docs")
     args = p.parse_args(argv)
+    if len(args.mist) != len(args.export):
+        p.error(f"{len(args.mist)} --mist checkpoints but {len(args.export)} --export folders: give one folder each")
     if args.fairseq_ar and not args.fairseq_data:
         p.error("--fairseq-ar needs --fairseq-data (its dict.src.txt / dict.tgt.txt folder)")
     import torch

@@ -1,6 +1,7 @@
-"""Training-step benchmark: today's fp32 step vs the CPU fast path, MIST vs no mixing.
+"""Training-step benchmark: today's fp32 step vs the CPU fast path and the output shortlist, MIST vs
+no mixing.
 
-    python -m benchmarks.train_step --data DATA_DIR [--batch-size 64] [--rounds 8] [--threads 2]
+    python -m benchmarks.train_step --data DATA_DIR [--batch-size 64] [--rounds 8] [--threads 2] [--only REGEX]
     python -m benchmarks.train_step --quick          # tiny model: checks that the script works (tests)
 
 Each setting is a real ``fairseq.trainer.Trainer.train_step`` (forward, backward, gradient clipping,
@@ -39,12 +40,28 @@ SETTINGS = {  # row -> (mix mode, recipe overrides, on the fast path)
     "MIST train step, fast path with Fairseq's adam": ("dynamic", RECIPE + ["model.cpu_fast_path=true"], False),
     "no-mix train step, fp32": ("none", RECIPE, False),
     "no-mix train step, fast path": ("none", RECIPE, True),
+    # the projection onto 2,000 frequent target WordPieces + the batch's sources and their neighbours
+    "MIST train step, fp32, output shortlist 2000": ("dynamic", RECIPE + ["model.output_shortlist=2000"], False),
+    "no-mix train step, fp32, output shortlist 2000": ("none", RECIPE + ["model.output_shortlist=2000"], False),
 }
 PAIRS = {  # row -> its fp32 reference
     "MIST train step, fast path": "MIST train step, fp32",
     "MIST train step, fast path with Fairseq's adam": "MIST train step, fp32",
     "no-mix train step, fast path": "no-mix train step, fp32",
+    "MIST train step, fp32, output shortlist 2000": "MIST train step, fp32",
+    "no-mix train step, fp32, output shortlist 2000": "no-mix train step, fp32",
 }
+
+
+def chosen_settings(only=None):
+    """SETTINGS whose name matches the regex ``only`` (all if None), with the fp32 row each is paired with."""
+    import re
+
+    names = [n for n in SETTINGS if only is None or re.search(only, n)]
+    names += [PAIRS[n] for n in names if n in PAIRS and PAIRS[n] not in names]
+    if not names:
+        sys.exit(f"error: --only {only!r} matches no setting: {', '.join(SETTINGS)}")
+    return {n: SETTINGS[n] for n in SETTINGS if n in names}
 
 
 def worker(argv, batches, threads, conn):
@@ -107,7 +124,7 @@ def run(args):
     batches = pick_batches(args.bin, args.rounds + 1, args.batch_size)
     ctx = mp.get_context("spawn")
     workers = {}
-    for name, (mix_mode, overrides, fast_path) in SETTINGS.items():
+    for name, (mix_mode, overrides, fast_path) in chosen_settings(args.only).items():
         parent, child = ctx.Pipe()
         argv = common + ["--mix-mode", mix_mode] + flags("plugin", overrides, fast_path)
         proc = ctx.Process(target=worker, args=(argv, batches, args.threads, child), daemon=True)
@@ -125,7 +142,7 @@ def run(args):
         print(f"round {r}/{args.rounds}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in times if times[n]),
               flush=True)
     profiles = {}
-    for name in ("MIST train step, fp32", "MIST train step, fast path"):
+    for name in [n for n in ("MIST train step, fp32", "MIST train step, fast path") if n in workers]:
         workers[name][1].send(("profile", 1))
         profiles[name] = workers[name][1].recv()
     peak = {}
@@ -140,10 +157,12 @@ def run(args):
                       "tgt_tokens_per_s": statistics.median(n / t for n, t in zip(ntokens[1:], ts)),
                       "peak_rss_mb": peak[name], "times": ts}
     for fast, ref in PAIRS.items():
-        rows[fast]["speedup_vs_fp32"] = statistics.median(a / b for a, b in zip(times[ref], times[fast]))
-    for path in ("fp32", "fast path"):
+        if fast in times:
+            rows[fast]["speedup_vs_fp32"] = statistics.median(a / b for a, b in zip(times[ref], times[fast]))
+    for path in ("fp32", "fast path", "fp32, output shortlist 2000"):
         mist, nomix = f"MIST train step, {path}", f"no-mix train step, {path}"
-        rows[mist]["cost_vs_nomix"] = statistics.median(a / b for a, b in zip(times[mist], times[nomix]))
+        if mist in times and nomix in times:
+            rows[mist]["cost_vs_nomix"] = statistics.median(a / b for a, b in zip(times[mist], times[nomix]))
     return rows, profiles, ntokens
 
 
@@ -161,6 +180,8 @@ def report(rows, profiles, ntokens, args, wall):
         f"tables train); {args.rounds} timed rounds after a warm-up, settings interleaved per round. "
         "fp32 = `--optimizer adam` (Fairseq's); fast path = `--cpu-fast-path --optimizer fused_adamw`; "
         "fast path with Fairseq's adam = `--cpu-fast-path --optimizer adam` (what the optimizer alone is worth). "
+        "output shortlist 2000 = fp32 with `--output-shortlist 2000` (the projection onto the 2,000 most frequent "
+        "train target WordPieces, the batch's source WordPieces, their 8 neighbours each and its gold tokens). "
         "Speed-ups and costs are medians of per-round paired ratios; peak memory is each worker "
         "process's peak RSS (model, data and optimizer included).", "",
         "| setting | s/step (median) | steps/s | target tokens/s | peak RSS (MB) | speed-up vs fp32 | MIST cost vs no-mix |",
@@ -188,6 +209,8 @@ def main(argv=None):
     p.add_argument("--pretrained", default="minilm", help="--pretrained-encoder value ('' = random)")
     p.add_argument("--out", default=os.path.join(REPO, "docs"), help="where the reports go")
     p.add_argument("--quick", action="store_true", help="tiny model, 2 rounds: checks that it runs")
+    p.add_argument("--only", metavar="REGEX", help="time only the settings whose name matches (Python regex), "
+                   "each with the fp32 row it is compared with; the report then goes to --out only (no BENCHMARK.md)")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.quick:
@@ -207,7 +230,7 @@ def main(argv=None):
     write_atomic(os.path.join(args.out, name + ".md"), "# Benchmark: training step\n\n" + text)
     write_atomic(os.path.join(args.out, name + ".json"),
                  json.dumps({"rows": rows, "profiles": profiles, "ntokens": ntokens}, indent=2) + "\n")
-    if not args.quick:
+    if not args.quick and not args.only:
         replace_section(os.path.join(args.out, "BENCHMARK.md"), "Training step", text)
 
 

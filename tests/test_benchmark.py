@@ -45,16 +45,29 @@ def test_train_step_quick(tmp_path):
     data = json.loads((tmp_path / "BENCHMARK_train_quick.json").read_text())
     rows = data["rows"]
     assert set(rows) == {"MIST train step, fp32", "MIST train step, fast path", "MIST train step, fast path with Fairseq's adam",
-                         "no-mix train step, fp32", "no-mix train step, fast path"}
+                         "no-mix train step, fp32", "no-mix train step, fast path",
+                         "MIST train step, fp32, output shortlist 2000", "no-mix train step, fp32, output shortlist 2000"}
     for r in rows.values():
         assert r["sec_per_step"] > 0 and r["peak_rss_mb"] > 50 and len(r["times"]) == 2
     assert rows["MIST train step, fast path"]["speedup_vs_fp32"] > 0
     assert rows["MIST train step, fast path"]["cost_vs_nomix"] > 0
+    assert rows["MIST train step, fp32, output shortlist 2000"]["speedup_vs_fp32"] > 0
     md = (tmp_path / "BENCHMARK_train_quick.md").read_text()
     assert re.search(r"\| MIST train step, fast path \|.*\| \d+\.\dx \|", md)
     # the profiles before/after name real operators
     assert set(data["profiles"]) == {"MIST train step, fp32", "MIST train step, fast path"}
     assert any(o["op"].startswith("aten::") for o in data["profiles"]["MIST train step, fp32"])
+
+
+def test_train_step_only_keeps_the_rows_compared_with():
+    from benchmarks.train_step import chosen_settings
+
+    assert list(chosen_settings("shortlist")) == [
+        "MIST train step, fp32", "no-mix train step, fp32",
+        "MIST train step, fp32, output shortlist 2000", "no-mix train step, fp32, output shortlist 2000"]
+    assert list(chosen_settings("no-mix train step, fp32$")) == ["no-mix train step, fp32"]
+    with pytest.raises(SystemExit):
+        chosen_settings("nothing like this")
 
 
 def test_report_section_is_replaced_and_kept(tmp_path):

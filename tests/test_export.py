@@ -220,3 +220,39 @@ def test_copy_target_input_travels_to_the_runner(trained, data, tmp_path):
     copied = ref.models[0].masked_target(lengths, src_tokens=src)
     assert torch.equal(onnx.model.masked_target(lengths, src_tokens=src), copied)
     assert onnx.generate(sources) == ref.generate(sources)
+
+
+def test_a_shortlist_export_feeds_the_candidates_and_gives_the_pytorch_outputs(trained, data, tmp_path):
+    """An output shortlist travels as a table beside the graphs; the runner computes each batch's
+    candidates, the target graph projects onto them, and the text equals PyTorch's."""
+    from mist_fairseq import MistModel
+    from mist_fairseq.export import OnnxMistModel
+
+    python_cli("mist_fairseq.add_shortlist", str(trained / "checkpoint_last.pt"), "--data", str(data / "bin"),
+               "--out", str(tmp_path / "sl.pt"), "--output-shortlist", "10", "--shortlist-neighbours", "3")
+    out = tmp_path / "onnx"
+    res = python_cli("mist_fairseq.export", str(tmp_path / "sl.pt"), "--data", str(data / "bin"), "--out", str(out),
+                     "--int8", "--check", str(data / "raw" / "test.src"))
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["fp32"]["n"] == N_TEST and report["fp32"]["identical"] == 1.0
+    config = json.loads((out / "mist_export.json").read_text())
+    assert config["version"] == 3 and config["shortlist"] == {"file": "shortlist.npz", "size": 10, "neighbours": 3}
+    sources = (data / "raw" / "test.src").read_text().splitlines()
+    ref = MistModel.from_pretrained(str(tmp_path), checkpoint_file="sl.pt", data_name_or_path=str(data / "bin"),
+                                    threads=1, batch_size=4)
+    onnx = OnnxMistModel(str(out), threads=1, batch_size=4)
+    src = torch.nn.utils.rnn.pad_sequence([ref.encode(s) for s in sources[:5]], batch_first=True)
+    model = ref.models[0]
+    with torch.no_grad():
+        state, ostate = model.encode_source(src), onnx.model.encode_source(src)
+        assert ostate.vocab is not None and torch.equal(ostate.vocab, state.vocab)
+        assert state.vocab.numel() < len(ref.task.target_dictionary)
+        tgt = model.masked_target(torch.tensor([3, 5, 2, 4, 6]))
+        torch.testing.assert_close(onnx.model.decode_target(ostate, tgt), model.decode_target(state, tgt),
+                                   atol=1e-4, rtol=1e-4)
+    assert onnx.generate(sources) == ref.generate(sources)
+    assert len(OnnxMistModel(str(out), precision="int8", threads=1).generate(sources)) == N_TEST
+    # the table is part of the folder: without it the runner refuses the folder
+    (out / "shortlist.npz").unlink()
+    with pytest.raises(ValueError, match="shortlist.npz"):
+        OnnxMistModel(str(out), threads=1)

@@ -61,6 +61,9 @@ def test_training_is_budgeted_by_time_and_trains_the_chosen_targets():
     assert cmd[-len(recipe):] == recipe and float(cmd[cmd.index("--lr") + 1]) == 5e-4
     assert cmd[cmd.index("--glat-hamming") + 1] == "first" and "--tie-output-embeddings" in cmd
     assert "--cpu-fast-path" not in train_command(parse_args(["--no-fast-path"]), "BIN", "CK", None)
+    # the output shortlist: on by default, off with 0
+    assert cmd[cmd.index("--output-shortlist") + 1] == "2000"
+    assert "--output-shortlist" not in train_command(parse_args(["--output-shortlist", "0"]), "BIN", "CK", None)
     more = train_command(parse_args(["--train-args", "--dropout 0 --label-smoothing 0", "--ctc", "off"]), "BIN",
                          "CK", None)
     assert more[-4:] == ["--dropout", "0", "--label-smoothing", "0"] and more[:-4] == train_command(

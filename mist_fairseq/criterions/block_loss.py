@@ -17,6 +17,8 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
+from mist_fairseq.models.shortlist import compact, index_of
+
 
 def parse_block_sizes(text: str) -> List[int]:
     try:
@@ -37,9 +39,10 @@ def draw_block(sizes: List[int], training: bool) -> int:
 
 
 def block_entry(model, state, gold, real, block: int, label_smoothing: float, factor: float):
-    """The named-loss entry of the two-stream pass and its logits at the real positions (N, V)."""
-    logits = model.block_logits(state, gold, block, real)
-    entry = {"out": logits, "tgt": gold[real], "ls": label_smoothing, "factor": factor}
+    """The named-loss entry of the two-stream pass and its logits at the real positions (N, V): V the
+    columns of the state's output shortlist where it has one (:mod:`mist_fairseq.models.shortlist`)."""
+    logits = model.block_logits(state, gold, block, real, **compact(state))
+    entry = {"out": logits, "tgt": index_of(state.vocab, gold[real]), "ls": label_smoothing, "factor": factor}
     return entry, logits
 
 

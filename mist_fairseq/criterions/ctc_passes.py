@@ -24,6 +24,7 @@ import torch
 from mist_fairseq.criterions.ctc_loss import gathered_ctc_nll
 from mist_fairseq.criterions.glancing import glance
 from mist_fairseq.models.ctc import best_alignment, collapse, extended_labels, min_slots_needed
+from mist_fairseq.models.shortlist import compact, ids_of, index_of, on_candidates
 from mist_fairseq.models.vocab_ops import row_logsumexp
 
 
@@ -69,10 +70,14 @@ def aligned_labels(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.T
 
 def ctc_outputs(crit, model, sample, state, outputs: dict, extras: dict) -> None:
     """Adds ``word_ins`` (and ``mist``) CTC entries to the NAT named-loss dict ``outputs`` and the
-    logging extras. state: the source pass of ``sample``'s sources."""
+    logging extras. state: the source pass of ``sample``'s sources. With an output shortlist
+    (``state.vocab``, gold tokens included) the logits hold its columns: targets and blank are mapped to
+    them, predictions back to token ids."""
     src, gold = sample["net_input"]["src_tokens"], sample["target"]
-    pad, blank = model.pad, model.blank_idx
+    pad, vocab = model.pad, state.vocab
+    blank = int(index_of(vocab, torch.tensor(model.blank_idx, device=src.device)))
     targets, lengths = ctc_targets(gold, pad, model.eos)
+    targets = index_of(vocab, targets)  # padding maps to some column: read up to lengths only
     y0 = model.slot_target(src)  # (B, T) [MASK] slots
     real = y0.ne(pad)
     n_slots = real.sum(1)
@@ -84,9 +89,10 @@ def ctc_outputs(crit, model, sample, state, outputs: dict, extras: dict) -> None
         y_in = y0
     else:
         with torch.no_grad():
-            draft_logits = model.decode_target(state.detach(), y0)
-            draft = draft_logits.max(-1).indices.masked_fill(~real, pad)
+            draft_logits = model.decode_target(state.detach(), y0, **compact(state))
+            draft = ids_of(vocab, draft_logits.max(-1).indices).masked_fill(~real, pad)
             labels, aligned = aligned_labels(draft_logits, targets, lengths, n_slots, blank)
+            labels = ids_of(vocab, labels)
             del draft_logits
         ok &= aligned
         labels = labels.masked_fill(~real, pad)
@@ -99,20 +105,20 @@ def ctc_outputs(crit, model, sample, state, outputs: dict, extras: dict) -> None
         if max(crit.layer_loss_layers) >= n_layers:
             raise ValueError(f"--layer-loss-layers {','.join(map(str, crit.layer_loss_layers))}: this model's "
                              f"layers below its last are 1-{n_layers - 1}")
-        first, inner = model.decode_target_layers(state, y_in, crit.layer_loss_layers)
+        first, inner = model.decode_target_layers(state, y_in, crit.layer_loss_layers, **compact(state))
         inner_nll = torch.stack([ctc_nll(x, n_slots, targets, lengths, blank) for x in inner]).mean(0)
         outputs["layers"] = {"loss": inner_nll.sum() / n_tokens * crit.nar_loss_factor,
                              "factor": crit.nar_loss_factor, "nll_loss": True}
     else:
-        first = model.decode_target(state, y_in)  # (B, T, V)
+        first = model.decode_target(state, y_in, **compact(state))  # (B, T, V), V: the shortlist's C if any
     nll = ctc_nll(first, n_slots, targets, lengths, blank)
     outputs["word_ins"] = {"loss": nll.sum() / n_tokens * crit.nar_loss_factor, "factor": crit.nar_loss_factor,
                            "nll_loss": True}
     if crit.mix_mode == "dynamic":
-        pseudo_slots = first.detach().max(-1).indices.masked_fill(~real, pad)
-        pseudo, _ = collapse(pseudo_slots, torch.zeros_like(pseudo_slots, dtype=torch.float32), blank, pad)
-        mixed = model.encode_source(model.mix_source(pseudo, src))
-        mixed_nll = ctc_nll(model.decode_target(mixed, y_in), n_slots, targets, lengths, blank)
+        pseudo_slots = ids_of(vocab, first.detach().max(-1).indices).masked_fill(~real, pad)
+        pseudo, _ = collapse(pseudo_slots, torch.zeros_like(pseudo_slots, dtype=torch.float32), model.blank_idx, pad)
+        mixed = on_candidates(model.encode_source(model.mix_source(pseudo, src)), vocab)
+        mixed_nll = ctc_nll(model.decode_target(mixed, y_in, **compact(mixed)), n_slots, targets, lengths, blank)
         outputs["mist"] = {"loss": mixed_nll.sum() / n_tokens * crit.mist_loss_factor,
                            "factor": crit.mist_loss_factor, "nll_loss": True}
     extras.update({"_ctc_skipped": int((~ok).sum()), "_ctc_rows": int(ok.numel())})

@@ -24,10 +24,16 @@ drops the NAR passes (an AR-only model on the same encoder). A CTC checkpoint (t
 takes the CTC passes of :mod:`mist_fairseq.criterions.ctc_passes` instead of steps 0-4.
 
 The source block is encoded once per input and its keys/values reused by every target pass. Only
-scored positions (plus, for Y_p, the real ones) are projected onto the vocabulary. The losses are
+scored positions (plus, for Y_p, the real ones) are projected onto the vocabulary. With an output
+shortlist (the model's ``--output-shortlist``, built from the train split at the first training step)
+every pass projects onto the batch's candidates plus its gold tokens, and the losses and argmaxes are
+over those columns (:mod:`mist_fairseq.models.shortlist`). The losses are
 returned as Fairseq's NAT named-loss dict (``word_ins``, ``length``, ``mist``); the summing and
 logging are the parent ``nat_loss`` criterion's own.
 """
+
+import logging
+import time
 
 import torch
 from fairseq import metrics
@@ -39,6 +45,9 @@ from mist_fairseq.criterions.ctc_passes import ctc_outputs, parse_layers
 from mist_fairseq.criterions.glancing import glance
 from mist_fairseq.criterions.label_smoothed_ce import label_smoothed_nll
 from mist_fairseq.criterions.mist_config import MistCriterionConfig
+from mist_fairseq.models.shortlist import compact, ids_of, index_of, on_candidates
+
+logger = logging.getLogger(__name__)
 
 
 def corrupt_target(gold: torch.Tensor, keep: float, random: float, pad: int, mask: int,
@@ -54,12 +63,13 @@ def corrupt_target(gold: torch.Tensor, keep: float, random: float, pad: int, mas
     return y.masked_fill(~real, pad)
 
 
-def scatter_argmax(logits: torch.Tensor, where: torch.Tensor, pad: int) -> torch.Tensor:
-    """logits: (N, V) at the N True positions of where (B, T) -> (B, T) argmax ids, pad elsewhere.
+def scatter_argmax(logits: torch.Tensor, where: torch.Tensor, pad: int, vocab=None) -> torch.Tensor:
+    """logits: (N, V) at the N True positions of where (B, T) -> (B, T) argmax ids, pad elsewhere;
+    vocab (V,): the token ids of an output shortlist's columns (None: columns are ids).
     Detached: no gradient ever flows through a pseudo target."""
     out = torch.full(where.shape, pad, dtype=torch.long, device=where.device)
     # max(-1).indices, not argmax: the same first-maximum index, several times faster on bf16 logits
-    out[where] = logits.detach().max(-1).indices
+    out[where] = ids_of(vocab, logits.detach().max(-1).indices)
     return out
 
 
@@ -108,8 +118,29 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
     def _predict(self, model, state, y0, real):
         """No-grad argmax over the target input y0 (B, T) -> (B, T) (pad elsewhere)."""
         with torch.no_grad():
-            logits = model.decode_target(state.detach(), y0, real)
-        return scatter_argmax(logits, real, model.pad)
+            logits = model.decode_target(state.detach(), y0, real, **compact(state))
+        return scatter_argmax(logits, real, model.pad, state.vocab)
+
+    def ensure_shortlist(self, model) -> None:
+        """A model with an output shortlist (--output-shortlist) but no table yet gets it from the train
+        split (at the first training step; a checkpoint keeps it)."""
+        if getattr(model, "shortlist_size", 0) and model.training and not bool(model.shortlist_ready):
+            split = self.task.cfg.train_subset
+            if split not in self.task.datasets:
+                self.task.load_dataset(split)
+            ds, t0 = self.task.datasets[split], time.time()
+            model.fill_shortlist((ds.src[i], ds.tgt[i]) for i in range(len(ds)))
+            logger.info(f"output shortlist: {model.shortlist_size} frequent target WordPieces and "
+                        f"{model.shortlist_neighbours.size(1)} neighbours per source WordPiece, from "
+                        f"{len(ds)} {split} pairs in {time.time() - t0:.1f} s")
+
+    @staticmethod
+    def batch_shortlist(model, state, gold):
+        """state with its output shortlist (if any) extended by the batch's gold tokens gold (B, T), so
+        that every loss is defined."""
+        if state.vocab is None:
+            return state
+        return on_candidates(state, torch.unique(torch.cat([state.vocab, gold[gold.ne(model.pad)]])))
 
     def draft_input(self, model, gold, src):
         """Y_0 (B, T): the authors' corrupted target while training with --target-keep-prob/
@@ -133,10 +164,10 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         superset of scored: positions projected onto the vocabulary (default: scored). Returns the
         NAT loss entry and the logits at the projected positions, (N, V)."""
         project = scored if project is None else project
-        logits = model.decode_target(state, y_in, project)
+        logits = model.decode_target(state, y_in, project, **compact(state))  # shortlist columns, if any
         in_loss = scored[project]  # which projected rows are scored
         out = logits if bool(in_loss.all()) else logits.index_select(0, in_loss.nonzero().squeeze(1))
-        entry = {"out": out, "tgt": gold[scored], "ls": self.label_smoothing, "nll_loss": True}
+        entry = {"out": out, "tgt": index_of(state.vocab, gold[scored]), "ls": self.label_smoothing, "nll_loss": True}
         return entry, logits
 
     def mist_outputs(self, model, sample):
@@ -144,7 +175,8 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
         src, gold = sample["net_input"]["src_tokens"], sample["target"]
         real = gold.ne(model.pad)
         lengths = real.sum(1)
-        state = model.encode_source(src)
+        self.ensure_shortlist(model)
+        state = self.batch_shortlist(model, model.encode_source(src), gold)
         outputs = {
             "length": {
                 "out": model.length_logits(state),
@@ -167,7 +199,8 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
                                               self.block_loss_factor)
             # with no NAR term the two-stream loss is the model's NLL
             outputs["block"] = dict(entry, nll_loss=self.nar_loss_factor <= 0)
-            extras["_block_correct"] = int((block_logits.detach().max(-1).indices == gold[real]).sum())
+            predicted = ids_of(state.vocab, block_logits.detach().max(-1).indices)
+            extras["_block_correct"] = int((predicted == gold[real]).sum())
             extras["_block_total"] = int(real.sum())
             if self.janus_kl_factor > 0:
                 at, nar = nar_logits  # the NAR first pass's projected positions (a subset of the real ones)
@@ -209,22 +242,22 @@ class MistCriterion(LabelSmoothedDualImitationCriterion):
                 # the authors' Hamming: the mixed pass's prediction given the draft (and [MASK]s)
                 pseudo0 = draft if dynamic else static
                 with torch.no_grad():
-                    mixed0 = model.encode_source(model.mix_source(pseudo0, src))
+                    mixed0 = on_candidates(model.encode_source(model.mix_source(pseudo0, src)), state.vocab)
                 hamming_pred = self._predict(model, mixed0, y0, real)
             y_in = glance(gold, hamming_pred, ratio, model.pad, model.mask_idx, y0)
         scored = real if self.score_positions == "all" else y_in.eq(model.mask_idx) & real
         project = real if glanced_pseudo or self.janus_kl_factor > 0 else scored
         word_ins, first_logits = self._token_loss(model, state, gold, y_in, scored, project=project)
         if draft is None:  # every position the draft's accuracy is logged at ([MASK] in Y_0) is projected
-            draft = scatter_argmax(first_logits, project, model.pad)
+            draft = scatter_argmax(first_logits, project, model.pad, state.vocab)
         outputs["word_ins"] = dict(word_ins, factor=self.nar_loss_factor)
         pseudo = draft
         if mixing:
             if glanced_pseudo:
-                pseudo = scatter_argmax(first_logits, real, model.pad)
+                pseudo = scatter_argmax(first_logits, real, model.pad, state.vocab)
             elif not dynamic:
                 pseudo = static
-            mixed = model.encode_source(model.mix_source(pseudo, src))
+            mixed = on_candidates(model.encode_source(model.mix_source(pseudo, src)), state.vocab)
             entry, _ = self._token_loss(model, mixed, gold, y_in, scored)
             outputs["mist"] = dict(entry, factor=self.mist_loss_factor)
         # all real positions unless Y_0 is corrupted (a copied source hides the target as [MASK]s do)

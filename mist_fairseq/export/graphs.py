@@ -7,7 +7,8 @@ feed-back step). The runner moves the keys/values between them; at our sizes tha
 sentence.
 
 Shapes: B batch, S source width (binarized, ends in [SEP]; [CLS] is added inside), S1 = S + 1,
-T target width, n layers, h heads, d head size, V vocabulary, P = max_target_positions + 1.
+T target width, n layers, h heads, d head size, V vocabulary, P = max_target_positions + 1, C the
+candidates of an output shortlist (:mod:`mist_fairseq.models.shortlist`; the runner computes them).
 """
 
 import copy
@@ -21,6 +22,7 @@ from mist_fairseq.models.bert_encoder import SourceState
 SOURCE_INPUTS = ["src_tokens"]
 SOURCE_OUTPUTS = ["length_logits", "keys", "values", "key_mask", "src_length"]
 TARGET_INPUTS = ["keys", "values", "key_mask", "src_length", "tgt_tokens"]
+SHORTLIST_INPUTS = TARGET_INPUTS + ["vocab"]  # the target graph of a checkpoint with an output shortlist
 TARGET_OUTPUTS = ["logits"]
 
 
@@ -33,7 +35,8 @@ class SourceGraph(nn.Module):
         self.model = model
 
     def forward(self, src_tokens: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        state = self.model.encode_source(src_tokens)
+        # the encoder's pass without the output shortlist's candidates (the runner computes them)
+        state = self.model.encoder.encode_source(self.model.add_cls(src_tokens))
         keys = torch.stack([k for k, _ in state.kv])
         values = torch.stack([v for _, v in state.kv])
         return self.model.length_logits(state), keys, values, state.key_mask, state.length
@@ -41,7 +44,8 @@ class SourceGraph(nn.Module):
 
 class TargetGraph(nn.Module):
     """keys, values (n, B, h, S1, d), key_mask (B, S1) bool, src_length (B,) int64, tgt_tokens (B, T)
-    int64 -> logits (B, T, V) float: ``MistNARModel.decode_target`` over the cached source.
+    int64 -> logits (B, T, V) float: ``MistNARModel.decode_target`` over the cached source. With an
+    output shortlist also vocab (C,) int64, sorted candidate ids -> logits (B, T, C) over those rows.
 
     own_output_weight: give the output projection its own copy of the weights where they are tied to
     the word embeddings, so that it exports as a plain weight product (which int8 quantization can
@@ -52,8 +56,8 @@ class TargetGraph(nn.Module):
         self.model = model
         self.head = copy.deepcopy(model.mlm_head) if own_output_weight else model.mlm_head
 
-    def forward(self, keys, values, key_mask, src_length, tgt_tokens):
+    def forward(self, keys, values, key_mask, src_length, tgt_tokens, vocab=None):
         kv = [(keys[i], values[i]) for i in range(keys.size(0))]
         # pooled is read only by the length head, which the source graph already ran
         state = SourceState(kv=kv, key_mask=key_mask, length=src_length, pooled=keys.new_zeros(0))
-        return self.head(self.model.encoder.decode_target(state, tgt_tokens))
+        return self.head(self.model.encoder.decode_target(state, tgt_tokens), vocab)

@@ -15,17 +15,19 @@ from typing import Dict, List, Tuple
 import torch
 
 from mist_fairseq.export import folder
-from mist_fairseq.export.graphs import (SOURCE_INPUTS, SOURCE_OUTPUTS, TARGET_INPUTS, TARGET_OUTPUTS,
-                                        SourceGraph, TargetGraph)
+from mist_fairseq.export.graphs import (SHORTLIST_INPUTS, SOURCE_INPUTS, SOURCE_OUTPUTS, TARGET_INPUTS,
+                                        TARGET_OUTPUTS, SourceGraph, TargetGraph)
 from mist_fairseq.generators.options import DecodeOptions
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "mist_fairseq-onnx"
 FORMAT_VERSION = 1
-CTC_FORMAT_VERSION = 2  # the highest version this release reads
+CTC_FORMAT_VERSION = 2
+SHORTLIST_FORMAT_VERSION = 3  # the highest version this release reads: the target graph takes vocab
 CONFIG = "mist_export.json"
 GRAPHS = {"fp32": ("source.onnx", "target.onnx"), "int8": ("source.int8.onnx", "target.int8.onnx")}
+SHORTLIST = "shortlist.npz"  # an output shortlist's table (frequent, neighbours, always), for the runner
 
 
 def _quiet_exporter():
@@ -62,11 +64,15 @@ def export_graphs(model, out_dir: str, opset: int = 18, names=GRAPHS["fp32"], ow
         keys = torch.stack([k for k, _ in state.kv])
         values = torch.stack([v for _, v in state.kv])
         tgt = model.masked_target(torch.tensor([4, 3], device=dev), src_tokens=src)
-        torch.onnx.export(TargetGraph(model, own_output_weight), (keys, values, state.key_mask, state.length, tgt),
-                          os.path.join(out_dir, names[1]),
-                          input_names=TARGET_INPUTS, output_names=TARGET_OUTPUTS,
-                          dynamic_shapes={"keys": {1: B, 3: S1}, "values": {1: B, 3: S1}, "key_mask": {0: B, 1: S1},
-                                          "src_length": {0: B}, "tgt_tokens": {0: B, 1: T}},
+        inputs = (keys, values, state.key_mask, state.length, tgt)
+        shapes = {"keys": {1: B, 3: S1}, "values": {1: B, 3: S1}, "key_mask": {0: B, 1: S1},
+                  "src_length": {0: B}, "tgt_tokens": {0: B, 1: T}}
+        names_in = TARGET_INPUTS
+        if state.vocab is not None:  # an output shortlist: the candidates are an input (C > 1 when traced)
+            inputs, names_in = inputs + (state.vocab,), SHORTLIST_INPUTS
+            shapes["vocab"] = {0: torch.export.Dim("candidates", min=2, max=model.mlm_head.bias.numel())}
+        torch.onnx.export(TargetGraph(model, own_output_weight), inputs, os.path.join(out_dir, names[1]),
+                          input_names=names_in, output_names=TARGET_OUTPUTS, dynamic_shapes=shapes,
                           dynamo=True, opset_version=opset, external_data=False)
 
 
@@ -87,14 +93,18 @@ def weight_products(path: str) -> Tuple[List[str], List[str]]:
 def quantize_graphs(model, out_dir: str, opset: int = 18) -> None:
     """int8 graphs: onnxruntime's dynamic quantization of the weight products (weights int8 per output
     channel, activations quantized per call; no calibration data), the output projection included (the
-    target graph is exported again for it, with the projection's own copy of tied weights; the source
+    target graph is exported again for it, with the projection's own copy of tied weights; with an output
+    shortlist the projection's gathered rows stay fp32); the source
     graph has no output head and is quantized from the fp32 one). Attention's
     activation-by-activation products and the length head stay fp32: a length off by one changes the
     whole output."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target_tmp = GRAPHS["int8"][1] + ".fp32.tmp"
-    export_graphs(model, out_dir, opset, names=(None, target_tmp), own_output_weight=True)
+    # with an output shortlist the projection multiplies by gathered rows, which dynamic quantization
+    # leaves fp32 (not a weight initializer): no own copy of tied weights then, only the table itself
+    shortlisted = bool(getattr(model, "shortlist_size", 0))
+    export_graphs(model, out_dir, opset, names=(None, target_tmp), own_output_weight=not shortlisted)
     sources = [GRAPHS["fp32"][0], target_tmp]
     root = logging.getLogger()
     level = root.level
@@ -125,9 +135,12 @@ def export(hub, out_dir: str, int8: bool = False, opset: int = 18, checkpoint: s
     if not isinstance(model, MistNARModel):
         raise ValueError(f"{checkpoint or 'the checkpoint'} holds a {type(model).__name__}, not a mist_nar model: "
                          "only mist_nar checkpoints export (Fairseq's AR transformer converts with CTranslate2)")
+    if getattr(model, "shortlist_size", 0) and not bool(model.shortlist_ready):
+        raise ValueError(f"{checkpoint or 'the checkpoint'} has --output-shortlist {model.shortlist_size} but no "
+                         "table (it never trained): train it, or give it one with python -m mist_fairseq.add_shortlist")
     precisions = ["fp32", "int8"] if int8 else ["fp32"]
     graphs = {p: dict(zip(("source", "target"), GRAPHS[p])) for p in precisions}
-    known = [CONFIG, CONFIG + ".tmp", "vocab.txt", "dict.src.txt", GRAPHS["int8"][1] + ".fp32.tmp"]
+    known = [CONFIG, CONFIG + ".tmp", "vocab.txt", "dict.src.txt", GRAPHS["int8"][1] + ".fp32.tmp", SHORTLIST]
     known += [f for names in GRAPHS.values() for f in names]
     work = folder.start(out_dir, known)
     try:
@@ -155,9 +168,20 @@ def _write(model, tcfg, out_dir, precisions, graphs, opset, checkpoint) -> Dict:
     for name in ("vocab.txt", "dict.src.txt"):
         shutil.copyfile(os.path.join(data, name), os.path.join(out_dir, name))
     files = ["vocab.txt", "dict.src.txt"] + [f for g in graphs.values() for f in g.values()]
+    shortlist = None
+    if getattr(model, "shortlist_size", 0):
+        import numpy as np
+
+        np.savez(os.path.join(out_dir, SHORTLIST), frequent=model.shortlist_frequent.cpu().numpy(),
+                 neighbours=model.shortlist_neighbours.cpu().numpy(), always=model.shortlist_always.cpu().numpy())
+        files.append(SHORTLIST)
+        shortlist = {"file": SHORTLIST, "size": model.shortlist_size,
+                     "neighbours": int(model.shortlist_neighbours.size(1))}
+    # a runner that predates CTC would decode a CTC export as a length-head one: it refuses version 2; one
+    # that predates the shortlist would not feed the candidates: version 3
+    version = SHORTLIST_FORMAT_VERSION if shortlist else CTC_FORMAT_VERSION if model.ctc else FORMAT_VERSION
     config = {
-        # a runner that predates CTC would decode a CTC export as a length-head one: it refuses version 2
-        "format": FORMAT, "version": CTC_FORMAT_VERSION if model.ctc else FORMAT_VERSION, "opset": opset,
+        "format": FORMAT, "version": version, "opset": opset,
         "precisions": precisions,
         "graphs": graphs,
         "files": folder.digests(out_dir, files),  # the runner refuses a folder that does not match
@@ -166,6 +190,7 @@ def _write(model, tcfg, out_dir, precisions, graphs, opset, checkpoint) -> Dict:
         # a CTC checkpoint: the same two graphs, the target one run over upsampled [MASK] slots
         "ctc": ({"blank": model.blank_idx, "upsample_ratio": model.upsample_ratio, "min_slots": model.ctc_min_slots}
                 if model.ctc else None),
+        "shortlist": shortlist,
         "max_source_positions": tcfg.max_source_positions,  # [CLS] included
         "max_target_positions": model.max_target_positions,
         "num_positions": model.num_positions,

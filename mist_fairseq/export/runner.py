@@ -20,35 +20,43 @@ from fairseq.data.encoders.hf_bert_bpe import BertBPE
 
 from mist_fairseq.dictionary import BertDictionary
 from mist_fairseq.export import folder
-from mist_fairseq.export.onnx_export import CONFIG, CTC_FORMAT_VERSION, FORMAT
+from mist_fairseq.export.onnx_export import CONFIG, FORMAT, SHORTLIST_FORMAT_VERSION
 from mist_fairseq.generators.modes import build_generator
 from mist_fairseq.generators.options import DecodeOptions
 from mist_fairseq.models.contract import TokenOps
+from mist_fairseq.models.shortlist import candidates, row_mask, widen
 from mist_fairseq.text import check_source_lengths, literal_special_tokens
 
 
 class OnnxSourceState(NamedTuple):
     """The source pass's outputs. keys, values: (n, B, h, S1, d) float32 numpy (fed back to the target
-    graph as they are); key_mask (B, S1) bool, length (B,) long, length_logits (B, P) float: torch."""
+    graph as they are); key_mask (B, S1) bool, length (B,) long, length_logits (B, P) float: torch;
+    vocab (C,) long: the batch's output shortlist candidates, vocab_mask (B, C) bool: each sentence's own
+    among them; or None."""
 
     keys: np.ndarray
     values: np.ndarray
     key_mask: torch.Tensor
     length: torch.Tensor
     length_logits: torch.Tensor
+    vocab: Optional[torch.Tensor] = None
+    vocab_mask: Optional[torch.Tensor] = None
 
     def index_select(self, order: torch.Tensor) -> "OnnxSourceState":
         idx = order.view(-1).numpy()
         return OnnxSourceState(self.keys[:, idx], self.values[:, idx], self.key_mask.index_select(0, order.view(-1)),
                                self.length.index_select(0, order.view(-1)),
-                               self.length_logits.index_select(0, order.view(-1)))
+                               self.length_logits.index_select(0, order.view(-1)), self.vocab,
+                               None if self.vocab_mask is None else self.vocab_mask.index_select(0, order.view(-1)))
 
 
 class OnnxMistNAR(TokenOps):
     """The inference contract over two onnxruntime sessions (source graph, target graph)."""
 
-    def __init__(self, source_session, target_session, config: dict):
+    def __init__(self, source_session, target_session, config: dict, shortlist: Optional[dict] = None):
+        """shortlist: the export's output shortlist table {frequent, neighbours, always} as torch tensors."""
         self.source, self.target = source_session, target_session
+        self.shortlist = shortlist
         ids = config["ids"]
         self.pad, self.eos, self.bos, self.mask_idx = ids["pad"], ids["eos"], ids["bos"], ids["mask"]
         self.num_positions = config["num_positions"]
@@ -63,18 +71,28 @@ class OnnxMistNAR(TokenOps):
         """src_tokens (B, S) without [CLS] -> the source state."""
         length_logits, keys, values, key_mask, length = self.source.run(
             None, {"src_tokens": np.ascontiguousarray(src_tokens.numpy(), dtype=np.int64)})
+        vocab = mask = None
+        if self.shortlist is not None:  # the model's encode_source rule (MistNARModel)
+            table = (self.shortlist["frequent"], self.shortlist["neighbours"])
+            vocab = candidates(*table, src_tokens, self.shortlist["always"], pad=self.pad)
+            mask = row_mask(vocab, *table, src_tokens, self.shortlist["always"], self.pad)
         return OnnxSourceState(keys, values, torch.from_numpy(key_mask), torch.from_numpy(length),
-                               torch.from_numpy(length_logits))
+                               torch.from_numpy(length_logits), vocab, mask)
 
     def length_logits(self, state: OnnxSourceState) -> torch.Tensor:
         return state.length_logits
 
     def decode_target(self, state: OnnxSourceState, tgt: torch.Tensor) -> torch.Tensor:
-        """tgt (B, T) -> logits (B, T, V) float32."""
-        (logits,) = self.target.run(None, {
-            "keys": state.keys, "values": state.values, "key_mask": state.key_mask.numpy(),
-            "src_length": state.length.numpy(), "tgt_tokens": np.ascontiguousarray(tgt.numpy(), dtype=np.int64)})
-        return torch.from_numpy(logits)
+        """tgt (B, T) -> logits (B, T, V) float32 (-inf outside an output shortlist's candidates)."""
+        feed = {"keys": state.keys, "values": state.values, "key_mask": state.key_mask.numpy(),
+                "src_length": state.length.numpy(), "tgt_tokens": np.ascontiguousarray(tgt.numpy(), dtype=np.int64)}
+        if state.vocab is not None:
+            feed["vocab"] = state.vocab.numpy()
+        (logits,) = self.target.run(None, feed)
+        logits = torch.from_numpy(logits)
+        if state.vocab is None:
+            return logits
+        return widen(logits, state.vocab, self.shortlist["neighbours"].size(0), state.vocab_mask.unsqueeze(1))
 
 
 def read_config(path: str) -> dict:
@@ -84,9 +102,9 @@ def read_config(path: str) -> dict:
                                 "python -m mist_fairseq.export CHECKPOINT --data DATA_BIN --out DIR")
     with open(cfg_path) as f:
         config = json.load(f)
-    if config.get("format") != FORMAT or config.get("version", 0) > CTC_FORMAT_VERSION:
+    if config.get("format") != FORMAT or config.get("version", 0) > SHORTLIST_FORMAT_VERSION:
         raise ValueError(f"{cfg_path}: format {config.get('format')!r} version {config.get('version')} is not "
-                         f"{FORMAT} <= {CTC_FORMAT_VERSION}; export it again with this mist_fairseq")
+                         f"{FORMAT} <= {SHORTLIST_FORMAT_VERSION}; export it again with this mist_fairseq")
     return config
 
 
@@ -125,8 +143,9 @@ class OnnxMistModel:
                              "export with --int8 for int8")
         # a torn or edited folder (a killed export of an older release, a replaced graph) is refused here,
         # not met as an onnxruntime traceback or as another checkpoint's outputs
-        folder.check_files(path, config.get("files", {}),
-                           ["vocab.txt", "dict.src.txt", *config["graphs"][precision].values()])
+        shortlist_file = (config.get("shortlist") or {}).get("file")
+        folder.check_files(path, config.get("files", {}), ["vocab.txt", "dict.src.txt", *config["graphs"][precision].values()]
+                           + ([shortlist_file] if shortlist_file else []))
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # onnxruntime's memory pattern keeps an allocation plan per input shape; a service sees ever new
@@ -147,7 +166,11 @@ class OnnxMistModel:
             return ort.InferenceSession(os.path.join(path, config["graphs"][precision][name]), opts,
                                         providers=["CPUExecutionProvider"])
 
-        self.model = OnnxMistNAR(session("source"), session("target"), config)
+        shortlist = None
+        if shortlist_file:
+            with np.load(os.path.join(path, shortlist_file)) as table:
+                shortlist = {k: torch.from_numpy(table[k]) for k in ("frequent", "neighbours", "always")}
+        self.model = OnnxMistNAR(session("source"), session("target"), config, shortlist)
         self.precision, self.batch_size = precision, batch_size
         # per-call activation scales of the int8 graphs: one input a pass keeps answers independent
         self.pass_size = 1 if precision == "int8" and batch_invariant else batch_size

@@ -7,7 +7,7 @@ Shapes: B batch, S source block width ([CLS] included), T target block width, H 
 h heads, d = H / h head size, V vocabulary size.
 """
 
-from typing import List, NamedTuple, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,12 +32,17 @@ class SourceState(NamedTuple):
     key_mask:  (B, S) bool, True where the source position is a real token (not padding).
     length:    (B,) long, number of real source tokens ([CLS] included); target positions start here.
     pooled:    (B, H) mean of the last-layer states over real source tokens (input of the length head).
+    vocab:     (C,) long sorted token ids the output head projects onto for this batch (an output
+               shortlist, :mod:`mist_fairseq.models.shortlist`), or None: the whole vocabulary.
+    vocab_mask: (B, C) bool, which of them each sentence may output (decoding), or None: all.
     """
 
     kv: List[Tuple[torch.Tensor, torch.Tensor]]
     key_mask: torch.Tensor
     length: torch.Tensor
     pooled: torch.Tensor
+    vocab: Optional[torch.Tensor] = None
+    vocab_mask: Optional[torch.Tensor] = None
 
     def index_select(self, order: torch.Tensor) -> "SourceState":
         """Reorders/expands the batch (length beam, finished sentences); order: (B',) long."""
@@ -47,6 +52,8 @@ class SourceState(NamedTuple):
             key_mask=self.key_mask.index_select(0, order),
             length=self.length.index_select(0, order),
             pooled=self.pooled.index_select(0, order),
+            vocab=self.vocab,
+            vocab_mask=None if self.vocab_mask is None else self.vocab_mask.index_select(0, order),
         )
 
     def detach(self) -> "SourceState":
@@ -55,6 +62,8 @@ class SourceState(NamedTuple):
             key_mask=self.key_mask,
             length=self.length,
             pooled=self.pooled.detach(),
+            vocab=self.vocab,
+            vocab_mask=self.vocab_mask,
         )
 
 
@@ -165,12 +174,18 @@ class MLMHead(nn.Module):
         self.weight = weight  # (V, H): the input embeddings themselves when tied
         self.act = ACTIVATIONS[activation]
 
-    def forward(self, h):
+    def forward(self, h, vocab: Optional[torch.Tensor] = None):
         """h: (..., H) -> logits (..., V): fp32, or bf16 on the fast path while training (the
         criterion's log-softmax reads them in fp32; an fp32 copy of (N, V) would cost more than the
-        product saves)."""
+        product saves). vocab: (C,) sorted ids of an output shortlist: logits (..., C) over those rows only."""
         fast = self.bf16 and self.training
         h = self.LayerNorm(self.act(self.dense(h)))
+        if vocab is not None:
+            y = packed_product(self, h, rows=vocab)
+            if y is not None:
+                return y
+            return fast_linear(h, self.weight.index_select(0, vocab), self.bias.index_select(0, vocab),
+                               enabled=fast, bf16_out=fast)
         y = packed_product(self, h)  # a bf16 or int8 decoding copy (generators.precision)
         if y is not None:
             return y

@@ -219,16 +219,22 @@ def int8_linear(x: torch.Tensor, w: Int8Weight, bias: Optional[torch.Tensor]) ->
     return y.view(*x.shape[:-1], y.size(-1))
 
 
-def packed_product(module: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
+def packed_product(module: nn.Module, x: torch.Tensor, rows: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
     """``module``'s product of x (+ its bias) through the weight a decoding copy
     (:mod:`mist_fairseq.generators.precision`) put in its ``packed`` slot: the int8 matrix of an int8
     copy, or the packed bf16 matrix of a bf16 copy given bf16 input. None where there is none (no
-    slot set, training, or an fp32 input to a bf16 copy): the caller multiplies as usual."""
+    slot set, training, or an fp32 input to a bf16 copy): the caller multiplies as usual. rows: (C,)
+    output rows to compute (an output shortlist); only an int8 matrix can be cut so (None otherwise)."""
     packed = module.packed
     if packed is None or module.training:
         return None
     if isinstance(packed, Int8Weight):
+        if rows is not None:
+            cut = Int8Weight(packed.q.index_select(0, rows), packed.scale.index_select(0, rows))
+            return int8_linear(x, cut, module.bias.index_select(0, rows))
         return int8_linear(x, packed, module.bias)
+    if rows is not None:
+        return None
     if x.dtype == torch.bfloat16:
         return packed_linear(x, packed, module.bias)
     return None

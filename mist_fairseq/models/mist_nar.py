@@ -19,7 +19,7 @@ from fairseq.models import BaseFairseqModel, register_model, register_model_arch
 from omegaconf import II, open_dict
 
 from mist_fairseq.models.bert_encoder import ACTIVATIONS, BertEncoder, MLMHead, SourceState
-from mist_fairseq.models import pretrained, streams
+from mist_fairseq.models import pretrained, shortlist, streams
 from mist_fairseq.models.contract import TokenOps
 from mist_fairseq.models.ctc import blank_index
 from mist_fairseq.models.fast_path import Dropout, Linear, bf16_matmul_supported
@@ -88,6 +88,19 @@ class MistNARConfig(FairseqDataclass):
             "every decoding path read it from the checkpoint. Length-head models only"
         },
     )
+    output_shortlist: int = field(
+        default=0,
+        metadata={
+            "help": "project target states onto a per-batch shortlist instead of the whole vocabulary: "
+            "the N most frequent train target WordPieces, the batch's source WordPieces and their "
+            "--shortlist-neighbours co-occurring target WordPieces (plus the gold tokens while training; "
+            "mist_fairseq.models.shortlist). The table is built from the train split at the first training "
+            "step and kept in the checkpoint; every decoding path uses it. 0: the whole vocabulary"
+        },
+    )
+    shortlist_neighbours: int = field(
+        default=8, metadata={"help": "--output-shortlist: target WordPieces kept per source WordPiece"}
+    )
     init_std: float = field(default=0.02, metadata={"help": "std of weights not taken from a checkpoint"})
     pretrained_encoder: Optional[str] = field(
         default=None,
@@ -152,6 +165,18 @@ class MistNARModel(BaseFairseqModel, TokenOps):
         )
         # classes 0..max_target_positions: target length counted with its final [SEP]
         self.length_head = torch.nn.Linear(cfg.encoder_embed_dim, cfg.max_target_positions + 1)
+        # a checkpoint saved before the option existed has no such key: the whole vocabulary
+        self.shortlist_size = int(getattr(cfg, "output_shortlist", 0) or 0)
+        if self.shortlist_size < 0 or (self.shortlist_size and int(cfg.shortlist_neighbours) < 0):
+            raise ValueError(f"--output-shortlist {self.shortlist_size} and --shortlist-neighbours "
+                             f"{getattr(cfg, 'shortlist_neighbours', 0)} must be >= 0")
+        if self.shortlist_size:
+            # filled from the train split by fill_shortlist (the criterion, at the first training step)
+            self.register_buffer("shortlist_frequent", torch.full((self.shortlist_size,), self.eos))
+            self.register_buffer("shortlist_neighbours", torch.full((len(dictionary), int(cfg.shortlist_neighbours)), -1))
+            self.register_buffer("shortlist_ready", torch.zeros((), dtype=torch.bool))
+            always = [self.eos, dictionary.unk()] + ([self.blank_idx] if self.ctc else [])
+            self.register_buffer("shortlist_always", torch.tensor(sorted(set(always))), persistent=False)
         self.apply(self._init_weights)
         if not tied:
             self.mlm_head.weight.data.copy_(embed.data)  # untied, but starts from the embeddings
@@ -216,40 +241,76 @@ class MistNARModel(BaseFairseqModel, TokenOps):
         return torch.cat([src_tokens.new_full((src_tokens.size(0), 1), self.bos), src_tokens], 1)
 
     def encode_source(self, src_tokens: torch.Tensor) -> SourceState:
-        """Source-only pass over ``[CLS] src_tokens``; src_tokens (B, S) with any padding."""
-        return self.encoder.encode_source(self.add_cls(src_tokens))
+        """Source-only pass over ``[CLS] src_tokens``; src_tokens (B, S) with any padding. With an output
+        shortlist the state carries the batch's candidate ids (``state.vocab``) and each sentence's own
+        among them (``state.vocab_mask``)."""
+        state = self.encoder.encode_source(self.add_cls(src_tokens))
+        if self.shortlist_size and bool(self.shortlist_ready):
+            table = (self.shortlist_frequent, self.shortlist_neighbours)
+            vocab = shortlist.candidates(*table, src_tokens, self.shortlist_always, pad=self.pad)
+            mask = shortlist.row_mask(vocab, *table, src_tokens, self.shortlist_always, self.pad)
+            state = state._replace(vocab=vocab, vocab_mask=mask)
+        return state
 
-    def decode_target(self, state: SourceState, tgt: torch.Tensor, positions: Optional[torch.Tensor] = None):
+    def fill_shortlist(self, pairs) -> None:
+        """Builds the output shortlist's table from the train split: pairs yields (source ids (S,),
+        target ids (T,)) long tensors (:func:`mist_fairseq.models.shortlist.build_table`)."""
+        special = [self.eos, self.pad, self.bos, self.mask_idx] + ([self.blank_idx] if self.ctc else [])
+        frequent, table = shortlist.build_table(pairs, self.shortlist_neighbours.size(0), self.shortlist_size,
+                                                self.shortlist_neighbours.size(1), special)
+        self.shortlist_frequent.copy_(frequent)
+        self.shortlist_neighbours.copy_(table)
+        self.shortlist_ready.fill_(True)
+
+    def decode_target(self, state: SourceState, tgt: torch.Tensor, positions: Optional[torch.Tensor] = None,
+                      compact: bool = False):
         """Target-only pass. tgt: (B, T). positions: optional bool (B, T) selecting where the
         vocabulary projection is needed (training projects only the scored positions, which is
-        where most of a step's time would otherwise go). Returns logits (B, T, V) or (N, V)."""
-        return self._project(self.encoder.decode_target(state, tgt), positions)
+        where most of a step's time would otherwise go). Returns logits (B, T, V) or (N, V); with an
+        output shortlist (``state.vocab`` (C,)) -inf outside it, or, with ``compact``, (..., C) columns
+        of ``state.vocab`` (the criterion's form: :func:`~mist_fairseq.models.shortlist.index_of`)."""
+        return self._project(self.encoder.decode_target(state, tgt), positions, state, compact)
 
-    def decode_target_layers(self, state: SourceState, tgt: torch.Tensor, layers):
+    def decode_target_layers(self, state: SourceState, tgt: torch.Tensor, layers, compact: bool = False):
         """:meth:`decode_target` plus the logits of the outputs of the encoder layers in ``layers``
         (1 = the first) through the same output head (deep supervision): (logits (B, T, V),
-        [(B, T, V) per layer])."""
+        [(B, T, V) per layer]); V is C with ``compact`` as in :meth:`decode_target`."""
         h, kept = self.encoder.decode_target_states(state, tgt, layers)
-        return self._project(h, None), [self._project(k, None) for k in kept]
+        return (self._project(h, None, state, compact), [self._project(k, None, state, compact) for k in kept])
 
-    def _project(self, h: torch.Tensor, positions: Optional[torch.Tensor]) -> torch.Tensor:
-        """(B, T, H) states -> logits (B, T, V), or (N, V) at the True positions of (B, T) positions."""
+    def _project(self, h: torch.Tensor, positions: Optional[torch.Tensor], state: Optional[SourceState] = None,
+                 compact: bool = False) -> torch.Tensor:
+        """(B, T, H) states -> logits (B, T, V), or (N, V) at the True positions of (B, T) positions.
+        With an output shortlist (``state.vocab`` (C,)) only its rows are projected onto; the logits are
+        widened to V with -inf elsewhere and outside each sentence's own candidates
+        (``state.vocab_mask``), unless ``compact`` (then (..., C), the batch's candidates)."""
+        vocab = None if state is None else state.vocab
         if positions is not None:
             # index_select, not h[positions]: the boolean index's backward is an accumulating
             # index_put, several times slower on CPU than index_select's index_add
-            h = h.reshape(-1, h.size(-1)).index_select(0, positions.reshape(-1).nonzero().squeeze(1))
-        return self.mlm_head(h)
+            where = positions.reshape(-1).nonzero().squeeze(1)
+            h = h.reshape(-1, h.size(-1)).index_select(0, where)
+        if vocab is None:
+            return self.mlm_head(h)
+        logits = self.mlm_head(h, vocab)
+        if compact:
+            return logits
+        mask = state.vocab_mask
+        if mask is not None:  # (B, C) -> per row of the logits
+            mask = mask.index_select(0, where // positions.size(1)) if positions is not None else mask.unsqueeze(1)
+        return shortlist.widen(logits, vocab, self.mlm_head.bias.numel(), mask)
 
     def block_logits(self, state: SourceState, gold: torch.Tensor, block: int,
-                     positions: Optional[torch.Tensor] = None):
+                     positions: Optional[torch.Tensor] = None, compact: bool = False):
         """Two-stream training pass (:mod:`mist_fairseq.models.streams`): gold (B, T); row t is
         predicted from the source, gold tokens before its block of ``block`` positions and [MASK]s
         over that block (1 = autoregressive). A block covering the whole target is the NAR pass
         itself (:meth:`decode_target` over [MASK]s: the main stream would be invisible).
-        positions as in :meth:`decode_target`. Returns logits (B, T, V) or (N, V)."""
+        positions and compact as in :meth:`decode_target`. Returns logits (B, T, V) or (N, V)."""
         if block >= gold.size(1):
-            return self.decode_target(state, gold.masked_fill(gold.ne(self.pad), self.mask_idx), positions)
-        return self._project(streams.block_states(self.encoder, state, gold, block, self.mask_idx, self.pad), positions)
+            return self.decode_target(state, gold.masked_fill(gold.ne(self.pad), self.mask_idx), positions, compact)
+        h = streams.block_states(self.encoder, state, gold, block, self.mask_idx, self.pad)
+        return self._project(h, positions, state, compact)
 
     def score_targets(self, state: SourceState, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher-forced AR scores of whole targets in one parallel pass (the two-stream pattern with
@@ -267,7 +328,7 @@ class MistNARModel(BaseFairseqModel, TokenOps):
         (B, R): [MASK]s (padding where a row has no position) for the next R positions.
         Returns logits (B, R, V) and the extended cache."""
         h, cache = streams.step_states(self.encoder, state, cache, prev_tokens, block_tokens)
-        return self.mlm_head(h), cache
+        return self._project(h, None, state), cache
 
     def length_logits(self, state: SourceState) -> torch.Tensor:
         """(B, max_target_positions + 1) logits over target lengths ([SEP] included)."""
