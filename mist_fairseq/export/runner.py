@@ -24,7 +24,7 @@ from mist_fairseq.export.onnx_export import CONFIG, FORMAT, SHORTLIST_FORMAT_VER
 from mist_fairseq.generators.modes import build_generator
 from mist_fairseq.generators.options import DecodeOptions
 from mist_fairseq.models.contract import TokenOps
-from mist_fairseq.models.shortlist import candidates, row_mask, widen
+from mist_fairseq.models.shortlist import sentence_candidates, widen
 from mist_fairseq.text import check_source_lengths, literal_special_tokens
 
 
@@ -72,10 +72,9 @@ class OnnxMistNAR(TokenOps):
         length_logits, keys, values, key_mask, length = self.source.run(
             None, {"src_tokens": np.ascontiguousarray(src_tokens.numpy(), dtype=np.int64)})
         vocab = mask = None
-        if self.shortlist is not None:  # the model's encode_source rule (MistNARModel)
-            table = (self.shortlist["frequent"], self.shortlist["neighbours"])
-            vocab = candidates(*table, src_tokens, self.shortlist["always"], pad=self.pad)
-            mask = row_mask(vocab, *table, src_tokens, self.shortlist["always"], self.pad)
+        if self.shortlist is not None:  # the model's own rule (MistNARModel.encode_source)
+            vocab, mask = sentence_candidates(self.shortlist["frequent"], self.shortlist["neighbours"],
+                                              self.shortlist["always"], src_tokens, self.pad)
         return OnnxSourceState(keys, values, torch.from_numpy(key_mask), torch.from_numpy(length),
                                torch.from_numpy(length_logits), vocab, mask)
 

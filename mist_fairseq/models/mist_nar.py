@@ -246,9 +246,8 @@ class MistNARModel(BaseFairseqModel, TokenOps):
         among them (``state.vocab_mask``)."""
         state = self.encoder.encode_source(self.add_cls(src_tokens))
         if self.shortlist_size and bool(self.shortlist_ready):
-            table = (self.shortlist_frequent, self.shortlist_neighbours)
-            vocab = shortlist.candidates(*table, src_tokens, self.shortlist_always, pad=self.pad)
-            mask = shortlist.row_mask(vocab, *table, src_tokens, self.shortlist_always, self.pad)
+            vocab, mask = shortlist.sentence_candidates(self.shortlist_frequent, self.shortlist_neighbours,
+                                                        self.shortlist_always, src_tokens, self.pad)
             state = state._replace(vocab=vocab, vocab_mask=mask)
         return state
 

@@ -97,6 +97,14 @@ def row_mask(vocab: torch.Tensor, frequent: torch.Tensor, neighbours: torch.Tens
     return own.gt(0) | shared
 
 
+def sentence_candidates(frequent: torch.Tensor, neighbours: torch.Tensor, always: torch.Tensor,
+                        src_tokens: torch.Tensor, pad: int):
+    """Decoding's rule, shared by the model and the ONNX runner: (the batch's candidates (C,) of
+    :func:`candidates`, each sentence's own among them (B, C) of :func:`row_mask`) for src_tokens (B, S)."""
+    vocab = candidates(frequent, neighbours, src_tokens, always, pad=pad)
+    return vocab, row_mask(vocab, frequent, neighbours, src_tokens, always, pad)
+
+
 def on_candidates(state, vocab: Optional[torch.Tensor]):
     """A source state (``SourceState``) projecting onto vocab (C,) for the whole batch, no per-sentence
     mask: how the criterion's passes share one candidate set (the first pass's, gold tokens included)."""
